@@ -1,0 +1,391 @@
+"""Typed configuration: ``conf/base.yaml`` merged with ``conf/<env>.yaml`` and ``--set a.b=c`` overrides.
+
+The configuration is a frozen dataclass tree, validated on load: an unknown key, a missing section or a
+value of the wrong type raises :class:`ConfigError` naming the dotted key and what was expected. This is
+the only module that reads the process environment (``FACELINK_*`` variables, see :data:`ENV_VARS`).
+Executors never read configuration files: jobs pass plain values into UDF factories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Environment variables read here (and only here), with the configuration key each one overrides.
+ENV_VARS = {
+    "FACELINK_LAKE_ROOT": "lake.root",
+    "FACELINK_MODELS_DIR": "paths.models_dir",
+    "FACELINK_DATA_DIR": "paths.data_dir",
+    "FACELINK_JARS_DIR": "paths.jars_dir",
+}
+CONF_DIR_VAR = "FACELINK_CONF_DIR"
+
+#: Mapping keys whose values are secrets: masked in logs and in the configuration hash.
+SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|credential|access\.?key|private)", re.IGNORECASE)
+MASK = "***"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class LakeConf:
+    root: str = "./lake"
+
+
+@dataclass(frozen=True)
+class PathsConf:
+    models_dir: str = "../shared/models"
+    data_dir: str = "../shared/datasets"
+    jars_dir: str = "./.jars"
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    master: str = "local[*]"
+    app_name: str = "facelink"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    arrow_batch_size: int = 256
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConf:
+    role: Literal["gallery", "probe"] = "gallery"
+    partition_column: str = ""
+    partition_buckets: int = 4
+    max_file_bytes: int = 20_000_000
+    max_pixels: int = 40_000_000
+    record_id_pattern: str = r"^(.+?)(?:__[^.]*)?\.[A-Za-z0-9]+$"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelsConf:
+    detector: str = "yunet_dynamic"
+    recogniser: str = "mobilefacenet_128d"
+    registry: dict[str, ModelFile] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditConf:
+    operator: str = ""
+    purpose: str = ""
+    authority: str = ""
+    allowed_purposes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExtractConf:
+    detect_size: int = 320
+    score_threshold: float = 0.6
+    nms_iou: float = 0.3
+    batch_size: int = 64
+    threads_per_task: int = 1
+    flip_tta: bool = False
+    photos_per_partition: int = 500
+
+
+@dataclass(frozen=True)
+class QualityConf:
+    min_det_score: float = 0.7
+    min_inter_eye_px: float = 20.0
+    min_sharpness: float = 10.0
+    min_brightness: float = 40.0
+    max_brightness: float = 220.0
+    min_contrast: float = 15.0
+    max_abs_roll_deg: float = 30.0
+    max_abs_yaw: float = 0.5
+    max_faces: int = 1
+
+
+@dataclass(frozen=True)
+class IndexConf:
+    flat_max: int = 50_000
+    memory_budget_mb: int = 4096
+    recall_target: float = 0.98
+    shard_size: int = 250_000
+    recall_queries: int = 500
+    rebuild_growth: float = 0.5
+    rebuild_recall_drop: float = 0.02
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class MatchConf:
+    k: int = 10
+    target_fpir: float = 0.003
+    bands: dict[str, float] = field(default_factory=lambda: {"strong": 0.003, "possible": 0.05})
+    partitions: list[str] = field(default_factory=list)
+    calibration_path: str = ""
+
+
+@dataclass(frozen=True)
+class DedupConf:
+    k: int = 10
+    bands: dict[str, float] = field(default_factory=lambda: {"strong": 0.003, "possible": 0.05})
+    incremental: bool = True
+
+
+@dataclass(frozen=True)
+class DqConf:
+    max_reject_rate: float = 0.2
+    max_no_face_rate: float = 0.2
+    max_quality_fail_rate: float = 0.5
+    embedding_norm_tol: float = 0.001
+    data_docs: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionConf:
+    probe_days: int = 30
+    vacuum_hours: int = 168
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of one job run."""
+
+    env: str
+    base_dir: str
+    lake: LakeConf
+    paths: PathsConf
+    spark: SparkConf
+    ingest: IngestConf
+    models: ModelsConf
+    audit: AuditConf
+    extract: ExtractConf = field(default_factory=ExtractConf)
+    quality: QualityConf = field(default_factory=QualityConf)
+    index: IndexConf = field(default_factory=IndexConf)
+    match: MatchConf = field(default_factory=MatchConf)
+    dedup: DedupConf = field(default_factory=DedupConf)
+    dq: DqConf = field(default_factory=DqConf)
+    retention: RetentionConf = field(default_factory=RetentionConf)
+
+    def resolve(self, path: str) -> str:
+        """Return ``path`` made absolute against the repository root unless it is a URI or absolute."""
+        if "://" in path or path.startswith("file:") or os.path.isabs(path):
+            return path
+        return str((Path(self.base_dir) / path).resolve())
+
+    @property
+    def lake_root(self) -> str:
+        return self.resolve(self.lake.root)
+
+    def table_path(self, table: str) -> str:
+        """Location of a Delta table under the lake root."""
+        return f"{self.lake_root.rstrip('/')}/tables/{table}"
+
+    def with_overrides(self, overrides: Sequence[str]) -> Config:
+        """Return a copy with ``a.b=c`` overrides applied (re-validated)."""
+        data = to_dict(self)
+        for item in overrides:
+            _apply_override(data, item)
+        return _build_config(data)
+
+
+def default_conf_dir() -> Path:
+    """``$FACELINK_CONF_DIR`` if set, else ``conf/`` beside the package, else ``./conf``."""
+    if os.environ.get(CONF_DIR_VAR):
+        return Path(os.environ[CONF_DIR_VAR])
+    here = REPO_ROOT / "conf"
+    return here if here.is_dir() else Path.cwd() / "conf"
+
+
+def load_config(env: str = "local", overrides: Sequence[str] = (), conf_dir: str | Path | None = None) -> Config:
+    """Load ``base.yaml`` + ``<env>.yaml`` from ``conf_dir``, then environment, then ``--set`` overrides.
+
+    Raises:
+        ConfigError: a file is missing or unreadable, a key is unknown, or a value has the wrong type.
+    """
+    cdir = Path(conf_dir) if conf_dir else default_conf_dir()
+    data = _read_yaml(cdir / "base.yaml")
+    env_file = cdir / f"{env}.yaml"
+    if not env_file.is_file():
+        raise ConfigError(f"env: no configuration file {env_file} for environment {env!r}")
+    _deep_merge(data, _read_yaml(env_file))
+    data["env"] = env
+    data.setdefault("base_dir", str(cdir.resolve().parent))
+    for var, key in ENV_VARS.items():
+        if os.environ.get(var):
+            _apply_override(data, f"{key}={os.environ[var]}")
+    for item in overrides:
+        _apply_override(data, item)
+    return _build_config(data)
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain dict/list form of a configuration tree (no masking)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def masked_dict(cfg: Any) -> Any:
+    """Like :func:`to_dict` but with every secret value replaced by ``***``."""
+    return _mask(to_dict(cfg))
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the resolved configuration with secrets masked (so a rotated secret keeps the hash)."""
+    blob = json.dumps(masked_dict(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if key and SECRET_KEY_RE.search(key):
+        return MASK
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. lake.root=/data/lake")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node[parts[-1]] = value
+
+
+def _build_config(data: dict[str, Any]) -> Config:
+    built = _build(Config, data, "")
+    assert isinstance(built, Config)
+    _validate(built)
+    return built
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.ingest.partition_buckets < 1:
+        raise ConfigError("ingest.partition_buckets: expected an integer >= 1")
+    if cfg.spark.shuffle_partitions < 1:
+        raise ConfigError("spark.shuffle_partitions: expected an integer >= 1")
+    for name in (cfg.models.detector, cfg.models.recogniser):
+        if name not in cfg.models.registry:
+            raise ConfigError(f"models: {name!r} is not in models.registry ({sorted(cfg.models.registry)})")
+    try:
+        re.compile(cfg.ingest.record_id_pattern)
+    except re.error as exc:
+        raise ConfigError(f"ingest.record_id_pattern: not a valid regular expression: {exc}") from exc
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:  # noqa: C901 - one branch per supported type
+    """Convert ``value`` to type ``tp``; raise ConfigError naming ``key`` when it does not fit."""
+    where = key or "<root>"
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"{_join(key, unknown[0])}: unknown key (expected one of {sorted(names)})")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _build(hints[f.name], value[f.name], _join(key, f.name))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{_join(key, f.name)}: missing required key")
+        return tp(**kwargs)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _build(vt, v, _join(key, str(k))) for k, v in value.items()}
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_build(it, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], value, key)
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp!r}")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

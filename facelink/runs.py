@@ -1,0 +1,134 @@
+"""Recording job runs: the ``runs`` row and the append-only ``audit`` row of every run.
+
+A :class:`RunRecorder` is opened around a job's work. It collects the Delta versions read and written, the
+counts, the model and index version, and on exit appends one ``runs`` row and one ``audit`` row, whatever
+the outcome: succeeded, failed or refused. Nothing in facelink updates or deletes audit rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from pyspark.sql import SparkSession
+
+from facelink.config import Config, config_hash
+from facelink.errors import RefusedError
+from facelink.tables import append, table_version
+from schemas import get_spec
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(job: str) -> str:
+    """A fresh run id: ``<job>-<UTC timestamp>-<8 hex>``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{job}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Accountability:
+    """Who runs a job, for what purpose, under what authority."""
+
+    operator: str
+    purpose: str
+    authority: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Accountability:
+        return cls(cfg.audit.operator or getpass.getuser(), cfg.audit.purpose, cfg.audit.authority)
+
+
+def require_accountability(cfg: Config, job: str) -> Accountability:
+    """Refuse a matching job unless operator, an allowed purpose and an authority are configured.
+
+    Raises:
+        RefusedError: naming what is missing; the caller's recorder audits the refusal.
+    """
+    missing = [k for k in ("operator", "purpose", "authority") if not getattr(cfg.audit, k).strip()]
+    if missing:
+        keys = ", ".join(f"audit.{k}" for k in missing)
+        raise RefusedError(f"{job} refused: {keys} must be given (e.g. --set audit.purpose=...)")
+    if cfg.audit.purpose not in cfg.audit.allowed_purposes:
+        raise RefusedError(
+            f"{job} refused: audit.purpose {cfg.audit.purpose!r} is not one of {cfg.audit.allowed_purposes}"
+        )
+    return Accountability(cfg.audit.operator, cfg.audit.purpose, cfg.audit.authority)
+
+
+@dataclass
+class RunRecorder:
+    """Context manager that records one job run in ``runs`` and ``audit``."""
+
+    spark: SparkSession
+    cfg: Config
+    job: str
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    tables_read: dict[str, int] = field(default_factory=dict)
+    tables_written: dict[str, int] = field(default_factory=dict)
+    model_id: str | None = None
+    index_version: str | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def read(self, table: str) -> int:
+        """Note (and return) the version of ``table`` this run reads."""
+        version = table_version(self.spark, self.cfg, table)
+        self.tables_read[table] = version
+        return version
+
+    def wrote(self, table: str) -> int:
+        """Note (and return) the version of ``table`` after this run's write."""
+        version = table_version(self.spark, self.cfg, table)
+        self.tables_written[table] = version
+        return version
+
+    def __enter__(self) -> RunRecorder:
+        log.info("run %s of %s started", self.run_id, self.job)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            outcome, error = "succeeded", None
+        elif isinstance(exc, RefusedError):
+            outcome, error = "refused", str(exc)
+        else:
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            self._record(outcome, error)
+        except Exception:  # recording must not hide the job's own error
+            log.exception("could not record run %s", self.run_id)
+            if exc is None:
+                raise
+
+    def _record(self, outcome: str, error: str | None) -> None:
+        ended = dt.datetime.now(dt.UTC)
+        who = Accountability.from_config(self.cfg)
+        chash = config_hash(self.cfg)
+        detail = dict(self.detail)
+        if error:
+            detail["error"] = error
+        runs_row = (
+            self.run_id, self.job, self.cfg.env, self.started_at, ended, outcome, error,
+            {k: int(v) for k, v in self.counts.items()}, chash, self.tables_read, self.tables_written,
+        )
+        runs_spec = get_spec("runs")
+        append(self.spark, self.cfg, runs_spec, self.spark.createDataFrame([runs_row], runs_spec.schema))
+        audit_spec = get_spec("audit")
+        audit_row = (
+            f"{self.run_id}/{uuid.uuid4().hex[:12]}", self.run_id, self.job, who.operator, who.purpose or None,
+            who.authority or None, self.tables_read, self.tables_written, self.model_id, self.index_version,
+            chash, {k: int(v) for k, v in self.counts.items()}, json.dumps(detail, sort_keys=True, default=str),
+            self.started_at, ended, outcome,
+        )
+        append(self.spark, self.cfg, audit_spec, self.spark.createDataFrame([audit_row], audit_spec.schema))
+        log.info("run %s of %s %s: %s", self.run_id, self.job, outcome, self.counts)
+
