@@ -76,8 +76,16 @@ class IngestConf:
 
 @dataclass(frozen=True)
 class ModelFile:
+    """One model of the registry: the file, its pinned digest and how to feed it."""
+
     file: str
     sha256: str
+    kind: Literal["detector", "recogniser"]
+    input_size: list[int]
+    template: str = ""
+    normalisation: str = ""
+    dim: int = 0
+    colour: Literal["rgb", "bgr"] = "rgb"
 
 
 @dataclass(frozen=True)
@@ -108,15 +116,15 @@ class ExtractConf:
 
 @dataclass(frozen=True)
 class QualityConf:
-    min_det_score: float = 0.7
-    min_inter_eye_px: float = 20.0
-    min_sharpness: float = 10.0
-    min_brightness: float = 40.0
-    max_brightness: float = 220.0
-    min_contrast: float = 15.0
-    max_abs_roll_deg: float = 30.0
-    max_abs_yaw: float = 0.5
-    max_faces: int = 1
+    min_det_score: float = 0.8
+    min_inter_eye_px: float = 24.0
+    min_sharpness: float = 30.0
+    min_brightness: float = 45.0
+    max_brightness: float = 210.0
+    min_contrast: float = 20.0
+    max_abs_roll_deg: float = 25.0
+    max_abs_yaw: float = 0.45
+    max_faces: int = 3
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ def session_settings(cfg: Config) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Delta rebuilds table state with this many tasks (default 50): match the shuffle partitions.
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         "spark.python.worker.reuse": "true",
         # Python workers run the driver's interpreter (the project virtualenv) unless a cluster says otherwise.

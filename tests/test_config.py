@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from facelink.config import ConfigError, config_hash, load_config, masked_dict
+
+
+def test_base_and_env_merge_and_override() -> None:
+    cfg = load_config("local", ["match.k=20", "spark.extra={spark.executor.memory: 2g}"])
+    assert cfg.match.k == 20
+    assert cfg.spark.extra == {"spark.executor.memory": "2g"}
+    assert cfg.spark.driver_memory == "6g"  # from conf/local.yaml over base.yaml
+    assert cfg.models.recogniser == "mobilefacenet_128d"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("match.k=abc", "match.k: expected an integer"),
+        ("match.kk=1", "match.kk: unknown key"),
+        ("ingest.role=archive", "ingest.role: expected one of ['gallery', 'probe']"),
+        ("models.recogniser=nope", "models: 'nope' is not in models.registry"),
+        ("extract.flip_tta=maybe", "extract.flip_tta: expected true or false"),
+        ("novalue", "expected key=value"),
+    ],
+)
+def test_invalid_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config("local", [override])
+
+
+def test_unknown_env_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="no configuration file .*nowhere.yaml"):
+        load_config("nowhere")
+
+
+def test_cluster_example_loads() -> None:
+    cfg = load_config("cluster")
+    assert cfg.lake.root.startswith("s3a://")
+    assert cfg.table_path("photos") == "s3a://facelink-lake/prod/tables/photos"
+
+
+def test_secrets_are_masked_and_do_not_change_the_hash() -> None:
+    a = load_config("local", ["spark.extra={spark.hadoop.fs.s3a.secret.key: abc}"])
+    b = load_config("local", ["spark.extra={spark.hadoop.fs.s3a.secret.key: xyz}"])
+    assert masked_dict(a)["spark"]["extra"]["spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(load_config("local", ["match.k=11"]))
+
+
+def test_relative_paths_resolve_against_the_repo(tmp_path: Path) -> None:
+    cfg = load_config("local", [f"lake.root={tmp_path}"])
+    assert cfg.lake_root == str(tmp_path)
+    assert Path(cfg.resolve(cfg.paths.jars_dir)).name == ".jars"
