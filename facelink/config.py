@@ -111,6 +111,7 @@ class ExtractConf:
     batch_size: int = 64
     threads_per_task: int = 1
     flip_tta: bool = False
+    align_method: Literal["lstsq", "lmeds"] = "lstsq"
     photos_per_partition: int = 500
 
 

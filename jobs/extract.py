@@ -52,6 +52,7 @@ class ExtractSettings:
     threads: int
     batch_size: int
     flip_tta: bool
+    align_method: str
     max_pixels: int
     quality: dict[str, Any]
 
@@ -67,6 +68,7 @@ class ExtractSettings:
             threads=cfg.extract.threads_per_task,
             batch_size=cfg.extract.batch_size,
             flip_tta=cfg.extract.flip_tta,
+            align_method=cfg.extract.align_method,
             max_pixels=cfg.ingest.max_pixels,
             quality=asdict(cfg.quality),
         )
@@ -74,7 +76,7 @@ class ExtractSettings:
 
 def photo_rows(meta: dict[str, Any], result: Any, model_id: str) -> list[dict[str, Any]]:
     """``faces`` rows (less run columns) of one photo's :class:`udfs.pipeline.PhotoResult`."""
-    base = {**meta, "model_id": model_id, "n_faces": len(result.faces)}
+    base = {**dict.fromkeys(UDF_SCHEMA.fieldNames()), **meta, "model_id": model_id, "n_faces": len(result.faces)}
     if not result.faces:
         error = result.error_code if result.status != "no_face" else None
         if result.error_detail:
@@ -111,7 +113,7 @@ def make_extract_fn(settings: ExtractSettings) -> Callable[[Iterator[pd.DataFram
         pipeline = build_pipeline(
             settings.models_dir, settings.detector, [settings.recogniser], detect_size=settings.detect_size,
             score_threshold=settings.score_threshold, nms_iou=settings.nms_iou, threads=settings.threads,
-            batch_size=settings.batch_size, flip_tta=settings.flip_tta,
+            batch_size=settings.batch_size, flip_tta=settings.flip_tta, align_method=settings.align_method,
             quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels,
         )
         model_id = settings.recogniser.model_id
@@ -122,7 +124,8 @@ def make_extract_fn(settings: ExtractSettings) -> Callable[[Iterator[pd.DataFram
             for i, result in enumerate(results):
                 meta = {k: batch[k].iat[i] for k in ("record_id", "photo_id", "role", "partition")}
                 rows.extend(photo_rows(meta, result, model_id))
-            yield pd.DataFrame(rows, columns=columns)
+            # Build from records with every key present: a missing list cell would become NaN, not null.
+            yield pd.DataFrame.from_records(rows, columns=columns)
 
     return extract
 

@@ -39,6 +39,7 @@ VALIDATED_SCHEMA = T.StructType([
     T.StructField("height", T.IntegerType()),
     T.StructField("reason", T.StringType()),
     T.StructField("detail", T.StringType()),
+    T.StructField("content", T.BinaryType()),
 ])
 
 
@@ -158,9 +159,9 @@ def make_validate_fn(max_pixels: int) -> object:
                 photo_id = hashlib.sha256(data).hexdigest() if data else None
                 try:
                     img = decode_image(data, max_pixels)
-                    out.append((row_no, photo_id, img.format, img.width, img.height, None, None))
+                    out.append((row_no, photo_id, img.format, img.width, img.height, None, None, data))
                 except ImageDecodeError as exc:
-                    out.append((row_no, photo_id, None, None, None, exc.code, exc.detail))
+                    out.append((row_no, photo_id, None, None, None, exc.code, exc.detail, None))
             yield pd.DataFrame(out, columns=VALIDATED_SCHEMA.fieldNames())
 
     return validate
@@ -193,7 +194,7 @@ def transform_validate(candidates: DataFrame, files_meta: DataFrame, files_conte
     )
     return joined.select(
         "row_no", "record_id", "source_path", "metadata", "length", "photo_id", "format", "width", "height",
-        reason.alias("reason"), detail.alias("detail"),
+        reason.alias("reason"), detail.alias("detail"), "content",
     )
 
 
@@ -280,9 +281,7 @@ def run(spark: SparkSession, cfg: Config, input_path: str, role: str | None = No
         )
         checked = transform_batch_duplicates(validated).cache()
         try:
-            accepted = checked.filter(F.col("reason").isNull()).join(
-                files_content.withColumnRenamed("path", "source_path"), "source_path", how="inner"
-            )
+            accepted = checked.filter(F.col("reason").isNull())
             photos = transform_photos(accepted, role, run_id, partition_col(cfg.ingest.partition_column,
                                                                            cfg.ingest.partition_buckets))
             rejected = checked.filter(F.col("reason").isNotNull())

@@ -1,0 +1,98 @@
+"""The extract job on real photos with the real ONNX models, against the plain wrappers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from facelink.config import Config
+from facelink.lfw import pair_photos, read_pairs
+from facelink.metrics import kfold_verification
+from facelink.models import model_spec
+from jobs import extract, ingest
+from tests.paths import LFW_DIR, MODELS_DIR
+from udfs.pipeline import build_pipeline
+from udfs.quality import QualityRule
+
+PHOTOS = ["AJ_Cook/AJ_Cook_0001.jpg", "Aaron_Pena/Aaron_Pena_0001.jpg", "Abdullah_Gul/Abdullah_Gul_0001.jpg"]
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, rel in enumerate(PHOTOS):
+        shutil.copy(LFW_DIR / rel, folder / f"R{i}.jpg")
+    grey = cv2.cvtColor(cv2.imread(str(LFW_DIR / PHOTOS[0])), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(folder / "G1.png"), grey)                                       # greyscale
+    cv2.imwrite(str(folder / "N1.png"), np.full((200, 200, 3), 128, np.uint8))       # no face
+    two = np.hstack([cv2.imread(str(LFW_DIR / p)) for p in PHOTOS[:2]])
+    cv2.imwrite(str(folder / "M1.jpg"), two)                                         # two faces
+    cv2.imwrite(str(folder / "S1.png"), cv2.resize(cv2.imread(str(LFW_DIR / PHOTOS[1])), (24, 24)))  # tiny
+    return folder
+
+
+def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    ingest.run(spark, cfg, str(_folder(tmp_path)))
+    res = extract.run(spark, cfg)
+    assert res.photos == 7
+    faces = spark.read.format("delta").load(cfg.table_path("faces"))
+    rows = {(r.record_id, r.face_index): r for r in faces.collect()}
+    assert rows[("N1", -1)].status == "no_face" and rows[("N1", -1)].embedding is None
+    tiny = rows.get(("S1", 0)) or rows[("S1", -1)]
+    assert not tiny.quality_ok, "a 24 px photo can never pass the capture-quality rule"
+    if tiny.face_index == 0:
+        assert any(r.startswith("inter_eye") for r in tiny.quality_reasons), tiny.quality_reasons
+    assert rows[("G1", 0)].status == "ok" and rows[("G1", 0)].is_primary
+    multi = [r for (rid, _), r in rows.items() if rid == "M1"]
+    assert len(multi) == 2 and sum(r.is_primary for r in multi) == 1 and multi[0].n_faces == 2
+    for (rid, idx), r in rows.items():
+        if idx >= 0:
+            assert len(r.embedding) == 128 and abs(np.linalg.norm(r.embedding) - 1) < 1e-4, rid
+            assert r.model_id.startswith("mobilefacenet_128d@")
+
+    again = extract.run(spark, cfg)
+    assert again.photos == 0 and faces.count() == len(rows)
+
+    dlib = extract.run(spark, cfg, recogniser="dlib_resnet34_128d")
+    assert dlib.photos == 7 and dlib.model_id.startswith("dlib_resnet34_128d@")
+    by_model = {r.model_id.split("@")[0]: r["count"] for r in faces.groupBy("model_id").count().collect()}
+    assert by_model == {"mobilefacenet_128d": len(rows), "dlib_resnet34_128d": len(rows)}
+
+
+def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    folder = tmp_path / "eq"
+    folder.mkdir()
+    for i, rel in enumerate(PHOTOS):
+        shutil.copy(LFW_DIR / rel, folder / f"R{i}.jpg")
+    ingest.run(spark, cfg, str(folder))
+    extract.run(spark, cfg)
+    pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), [model_spec(cfg, "mobilefacenet_128d")],
+                          quality_rule=QualityRule(), cached=False)
+    faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary")
+    for row in faces.collect():
+        plain = pipe.process((folder / f"{row.record_id}.jpg").read_bytes()).primary
+        assert plain is not None
+        assert np.max(np.abs(np.asarray(row.embedding) - plain["embedding"])) < 1e-5
+
+
+@pytest.mark.slow
+def test_verification_accuracy_on_lfw_pairs(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    """600 of lfw_dev's 3,000 pairs (60 same + 60 different per fold), through ingest and extract."""
+    pairs = read_pairs(LFW_DIR, per_fold=60)
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("record_id,path\n" + "".join(f"{p},{LFW_DIR / p}\n" for p in pair_photos(pairs)))
+    ingest.run(spark, cfg, str(manifest))
+    extract.run(spark, cfg)
+    emb = {
+        r.record_id: np.asarray(r.embedding)
+        for r in spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary").collect()
+    }
+    scores = np.array([float(emb[p.left] @ emb[p.right]) if p.left in emb and p.right in emb else -1.0
+                       for p in pairs])
+    result = kfold_verification(scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
+    assert result["accuracy_mean"] >= 0.98, result
