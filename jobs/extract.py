@@ -192,7 +192,7 @@ def run(spark: SparkSession, cfg: Config, role: str | None = None, run_id: str |
         return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
     from facelink.cli import base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"extract {res.run_id} ({res.model_id}): {res.photos} photos -> {res.faces} faces, "
               f"{res.status_rows} photos without a usable face")
 
-    return run_job(JOB, job, parser, argv)
+    return run_job(JOB, job, parser, argv, spark)
 
 
 if __name__ == "__main__":

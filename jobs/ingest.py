@@ -307,7 +307,7 @@ def run(spark: SparkSession, cfg: Config, input_path: str, role: str | None = No
         return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
     from facelink.cli import base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingest {res.run_id}: {res.input_rows} rows = {res.new_photos} new + {res.already_present} "
               f"already present + {res.rejects} rejects")
 
-    return run_job(JOB, job, parser, argv)
+    return run_job(JOB, job, parser, argv, spark)
 
 
 if __name__ == "__main__":

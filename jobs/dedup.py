@@ -1,0 +1,200 @@
+"""Archive self-search for duplicate enrolments: CANDIDATE pairs of different records, and their clusters.
+
+Every searchable gallery face (or, in incremental mode, those extracted since the last successful dedup
+run) is searched against the published gallery index. Hits on the face itself or on the same record are
+dropped; pairs of different record ids scoring at or above the loosest band of ``dedup.bands`` (FPIR levels
+for the gallery's size) are written to ``duplicate_candidates`` with the estimated FMR and FPIR and the band,
+each pair once (side a is the smaller (record_id, photo_id)). All current candidate pairs are then grouped
+into connected components in ``duplicate_clusters``, each member with the strongest link that joined it.
+
+Requires operator, purpose and authority like matching; reruns with the same run id replace their rows.
+
+Run: ``python -m jobs.dedup --env local --set audit.operator=... --set audit.purpose=duplicate_enrolment_check
+--set audit.authority=... [--full]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from facelink.config import Config
+from facelink.errors import InputError
+from facelink.gallery import current_index, searchable_faces
+from facelink.models import recogniser_id
+from facelink.runs import RunRecorder, new_run_id, require_accountability
+from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf
+from facelink.search_udf import search_gallery
+from facelink.tables import read_table, replace_where
+from jobs.calibrate import load_calibration
+from schemas import get_spec
+
+log = logging.getLogger(__name__)
+JOB = "dedup"
+
+
+def last_dedup_start(spark: SparkSession, cfg: Config) -> object | None:
+    """Start time of the last successful dedup run (incremental mode searches faces extracted after it)."""
+    runs = read_table(spark, cfg, "runs").filter((F.col("job") == JOB) & (F.col("status") == "succeeded"))
+    row = runs.agg(F.max("started_at").alias("t")).first()
+    return row["t"] if row else None
+
+
+def transform_pairs(hits: DataFrame, queries: DataFrame, gallery: DataFrame, floor: float) -> DataFrame:
+    """Hits -> unordered pairs of different records above ``floor``, each pair once with its best score."""
+    side_q = queries.select("qid", F.col("record_id").alias("q_record"), F.col("photo_id").alias("q_photo"),
+                            F.col("face_id").alias("q_face"), F.col("quality_ok").alias("q_quality"),
+                            F.col("det_score").alias("q_det"))
+    side_g = gallery.select("face_id", F.col("record_id").alias("g_record"), F.col("photo_id").alias("g_photo"),
+                            F.col("quality_ok").alias("g_quality"), F.col("det_score").alias("g_det"))
+    joined = (
+        hits.filter(F.col("score") >= F.lit(floor)).join(side_q, "qid", how="inner").join(side_g, "face_id", how="inner")
+        .filter((F.col("face_id") != F.col("q_face")) & (F.col("q_record") != F.col("g_record")))
+    )
+    q_first = F.struct("q_record", "q_photo") < F.struct("g_record", "g_photo")
+
+    def side(q: str, g: str) -> F.Column:
+        return F.when(q_first, F.col(q)).otherwise(F.col(g))
+
+    pairs = joined.select(
+        side("q_record", "g_record").alias("record_id_a"), side("q_photo", "g_photo").alias("photo_id_a"),
+        side("g_record", "q_record").alias("record_id_b"), side("g_photo", "q_photo").alias("photo_id_b"),
+        "score",
+        side("q_quality", "g_quality").alias("quality_ok_a"), side("g_quality", "q_quality").alias("quality_ok_b"),
+        side("q_det", "g_det").alias("det_score_a"), side("g_det", "q_det").alias("det_score_b"),
+    )
+    pair_id = F.sha2(F.concat_ws("|", "record_id_a", "photo_id_a", "record_id_b", "photo_id_b"), 256)
+    best = pairs.withColumn("pair_id", pair_id).groupBy("pair_id").agg(
+        F.max_by(F.struct(*[c for c in pairs.columns]), F.col("score")).alias("p")
+    )
+    return best.select("pair_id", "p.*")
+
+
+def connected_components(edges: Iterable[tuple[str, str, float, str]]) -> list[tuple[str, int, str, str, float, str]]:
+    """Clusters of records linked by candidate pairs (union-find on the driver: candidate pairs are few).
+
+    Returns:
+        ``(cluster_id, cluster_size, record_id, strongest_link_record_id, strongest_link_score, band)`` rows;
+        the cluster id is the cluster's smallest record id.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    best: dict[str, tuple[float, str, str]] = {}
+    for a, b, score, band in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+        for me, other in ((a, b), (b, a)):
+            if me not in best or score > best[me][0]:
+                best[me] = (score, other, band)
+    members: dict[str, list[str]] = {}
+    for record in best:
+        members.setdefault(find(record), []).append(record)
+    rows = []
+    for group in members.values():
+        cluster_id = min(group)
+        for record in sorted(group):
+            score, other, band = best[record]
+            rows.append((cluster_id, len(group), record, other, score, band))
+    return rows
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    run_id: str
+    index_version: str
+    searched: int
+    candidates: int
+    clusters: int
+    threshold_score: float
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool | None = None) -> DedupResult:
+    """Search gallery faces against the gallery index; write candidate pairs and clusters for review."""
+    model_id = recogniser_id(cfg)
+    run_id = run_id or new_run_id(JOB)
+    incremental = cfg.dedup.incremental if full is None else not full
+    with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
+        require_accountability(cfg, JOB)
+        since = last_dedup_start(spark, cfg) if incremental else None
+        for table in ("faces", "index_manifest", "duplicate_candidates"):
+            rec.read(table)
+        version, manifest = current_index(spark, cfg, model_id)
+        if version is None:
+            raise InputError(f"no published index for {model_id}: run jobs.build_index first")
+        rec.index_version = version
+        cal = load_calibration(cfg, model_id)
+        n = sum(int(r["vector_count"]) for r in manifest)
+        thresholds = band_thresholds(cal, cfg.dedup.bands, n)
+        floor = min(thresholds.values())
+        rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
+                          incremental_since=str(since) if since else None)
+
+        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).cache()
+        queries = gallery if since is None else gallery.filter(F.col("extracted_at") > F.lit(since))
+        queries = queries.withColumn("qid", F.col("face_id")).cache()
+        try:
+            hits = search_gallery(queries, manifest, version, cfg.dedup.k + 1, cfg.index.threads)
+            pairs = transform_pairs(hits, queries, gallery, floor)
+            candidates = pairs.select(
+                F.lit(run_id).alias("run_id"), "pair_id", "record_id_a", "photo_id_a", "record_id_b", "photo_id_b",
+                "score", fmr_udf(cal)("score").alias("est_fmr"), fpir_udf(cal, n)("score").alias("est_fpir"),
+                band_col(F.col("score"), thresholds).alias("band"), "quality_ok_a", "quality_ok_b", "det_score_a",
+                "det_score_b", F.lit(model_id).alias("model_id"), F.lit(version).alias("index_version"),
+            )
+            replace_where(spark, cfg, get_spec("duplicate_candidates"), candidates, "run_id", run_id)
+            searched = queries.count()
+        finally:
+            queries.unpersist()
+            gallery.unpersist()
+        clusters = write_clusters(spark, cfg, run_id)
+        n_candidates = read_table(spark, cfg, "duplicate_candidates").filter(F.col("run_id") == run_id).count()
+        rec.counts.update(searched=searched, candidates=n_candidates, clusters=clusters)
+        rec.wrote("duplicate_candidates")
+        rec.wrote("duplicate_clusters")
+        return DedupResult(run_id, version, searched, n_candidates, clusters, floor)
+
+
+def write_clusters(spark: SparkSession, cfg: Config, run_id: str) -> int:
+    """Cluster every current candidate pair (all runs, records still in the archive); return the count."""
+    present = read_table(spark, cfg, "photos").select("record_id").distinct()
+    cand = read_table(spark, cfg, "duplicate_candidates")
+    live = cand.join(present.withColumnRenamed("record_id", "record_id_a"), "record_id_a", how="left_semi").join(
+        present.withColumnRenamed("record_id", "record_id_b"), "record_id_b", how="left_semi")
+    edges = [(r["record_id_a"], r["record_id_b"], float(r["score"]), r["band"])
+             for r in live.select("record_id_a", "record_id_b", "score", "band").collect()]
+    rows = [(run_id, *row) for row in connected_components(edges)]
+    spec = get_spec("duplicate_clusters")
+    replace_where(spark, cfg, spec, spark.createDataFrame(rows, spec.schema), "run_id", run_id)
+    return len({r[1] for r in rows})
+
+
+def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
+    from facelink.cli import base_parser, run_job
+
+    parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
+    parser.add_argument("--full", action="store_true", help="search every gallery face, not only new ones")
+
+    def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        res = run(spark, cfg, args.run_id, True if args.full else None)
+        print(f"dedup {res.run_id}: {res.searched} faces searched against index {res.index_version}; "
+              f"{res.candidates} candidate pairs in {res.clusters} clusters at score >= {res.threshold_score:.4f}. "
+              "Candidates are for trained human review, not findings.")
+
+    return run_job(JOB, job, parser, argv, spark)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
