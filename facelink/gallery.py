@@ -12,11 +12,13 @@ from facelink.tables import read_table
 
 
 def face_id_col(prefix: str = "") -> Column:
-    """The int64 id a face has in the FAISS indexes: xxhash64 of (photo_id, face_index, model_id).
+    """The id a face has in the FAISS indexes: xxhash64 of (photo_id, face_index, model_id), top bit cleared.
 
-    Computed the same way wherever it is needed, so no separate id map has to be kept in step.
+    Computed the same way wherever it is needed, so no separate id map has to be kept in step. Ids are
+    non-negative because the search library pads missing results with -1.
     """
-    return F.xxhash64(F.col(f"{prefix}photo_id"), F.col(f"{prefix}face_index"), F.col(f"{prefix}model_id"))
+    digest = F.xxhash64(F.col(f"{prefix}photo_id"), F.col(f"{prefix}face_index"), F.col(f"{prefix}model_id"))
+    return digest.bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))
 
 
 def searchable_faces(faces: DataFrame, model_id: str, role: str = "gallery") -> DataFrame:
