@@ -11,7 +11,7 @@ SPEC = TableSpec(
     append_only=True,
     properties={"delta.appendOnly": "true"},
     schema=T.StructType([
-        col("audit_id", T.StringType(), False, "unique per attempt: run id + start time"),
+        col("audit_id", T.StringType(), False, "unique per attempt: <run id>/<12 random hex digits>"),
         col("run_id", T.StringType(), False),
         col("job", T.StringType(), False),
         col("operator", T.StringType(), True),
