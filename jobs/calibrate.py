@@ -158,14 +158,16 @@ def run(spark: SparkSession, cfg: Config, limit: int | None = None, run_id: str 
     """Fit and store the calibration of the configured recogniser (``if_missing``: only when there is none)."""
     settings = ExtractSettings.from_config(cfg)
     model_id = settings.recogniser.model_id
-    if if_missing and calibration_path(cfg, model_id).is_file():
-        log.info("calibration of %s exists at %s: kept", model_id, calibration_path(cfg, model_id))
-        return None
     run_id = run_id or new_run_id(JOB)
     lfw_dir = Path(cfg.resolve(cfg.paths.data_dir)) / "lfw_dev"
-    if not (lfw_dir / "manifest.csv").is_file():
-        raise InputError(f"no lfw_dev at {lfw_dir}: set paths.data_dir (see README: data)")
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
+        if if_missing and calibration_path(cfg, model_id).is_file():
+            # Still a run of its own in runs/audit: every job run is recorded, including one that kept state.
+            log.info("calibration of %s exists at %s: kept", model_id, calibration_path(cfg, model_id))
+            rec.detail.update(kept=str(calibration_path(cfg, model_id)))
+            return None
+        if not (lfw_dir / "manifest.csv").is_file():
+            raise InputError(f"no lfw_dev at {lfw_dir}: set paths.data_dir (see README: data)")
         photos = select_photos(lfw_dir, limit, seed)
         digest = hashlib.sha256(json.dumps([photos, settings.detect_size, settings.flip_tta,
                                             settings.align_method]).encode()).hexdigest()

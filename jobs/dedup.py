@@ -38,10 +38,19 @@ log = logging.getLogger(__name__)
 JOB = "dedup"
 
 
-def last_dedup_start(spark: SparkSession, cfg: Config) -> object | None:
-    """Start time of the last successful dedup run (incremental mode searches faces extracted after it)."""
-    runs = read_table(spark, cfg, "runs").filter((F.col("job") == JOB) & (F.col("status") == "succeeded"))
-    row = runs.agg(F.max("started_at").alias("t")).first()
+def last_dedup_start(spark: SparkSession, cfg: Config, run_id: str) -> object | None:
+    """Start time of the last successful dedup run before ``run_id`` (incremental mode searches faces
+    extracted after it).
+
+    Earlier attempts of ``run_id`` itself, and runs that started after its first attempt, do not count: a
+    retried or re-run night then searches the same faces again and replaces its rows with the same pairs.
+    """
+    runs = read_table(spark, cfg, "runs").filter(F.col("job") == JOB)
+    first = runs.filter(F.col("run_id") == run_id).agg(F.min("started_at").alias("t")).first()
+    earlier = runs.filter((F.col("status") == "succeeded") & (F.col("run_id") != run_id))
+    if first is not None and first["t"] is not None:
+        earlier = earlier.filter(F.col("started_at") < F.lit(first["t"]))
+    row = earlier.agg(F.max("started_at").alias("t")).first()
     return row["t"] if row else None
 
 
@@ -128,7 +137,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
     incremental = cfg.dedup.incremental if full is None else not full
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
         require_accountability(cfg, JOB)
-        since = last_dedup_start(spark, cfg) if incremental else None
+        since = last_dedup_start(spark, cfg, run_id) if incremental else None
         for table in ("faces", "index_manifest", "duplicate_candidates"):
             rec.read(table)
         version, manifest = current_index(spark, cfg, model_id)
