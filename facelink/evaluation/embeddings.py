@@ -1,0 +1,366 @@
+"""Embeddings of a labelled set under every extraction variant an evaluation compares, cached in the lake.
+
+A *variant* is (recogniser, flip TTA, detector size). The ``faces`` table holds one row set per model id,
+and flip TTA or the detector size do not change the model id, so variants cannot all live in ``faces``.
+The evaluation therefore runs its own pass over the set's rows of the ``photos`` table: one Spark
+``mapInPandas`` pass per detector size, with the production :class:`udfs.pipeline.FacePipeline` holding
+every recogniser twice, plain and on the mirrored crop. Detection and alignment are shared, and the flip
+TTA embedding is ``l2(l2(plain) + l2(mirrored))``, what :class:`udfs.embed.FaceEmbedder` computes with
+``flip_tta`` (up to float rounding from batching). Each pass writes the primary face of every photo to
+Parquet under ``<lake>/evaluation/embeddings/<settings hash>/`` and later runs only add photos not there
+yet, so the whole of lfw_dev is extracted once per detector size.
+
+The configured pipeline also runs for real (``jobs.extract`` into ``faces``), and
+:func:`check_against_faces` asserts that its embeddings equal the cached variant with the configured
+settings, so the figures of the configured ("default") scoring are those of the production pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from facelink.config import Config
+from facelink.evaluation import EvaluationError
+from facelink.evaluation.dataset import LabelledSet
+from facelink.models import model_spec
+from facelink.tables import read_table
+from jobs.extract import ExtractSettings
+from udfs.embed import FaceEmbedder
+from udfs.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Suffix of the embedder that sees the mirrored crop.
+MIRROR = "~mirror"
+#: Largest difference tolerated between a cached embedding and the ``faces`` table's (flip TTA computed
+#: in one ONNX call or two differs by ~1e-6).
+FACES_TOLERANCE = 1e-3
+
+PASS_SCHEMA = T.StructType([
+    T.StructField("record_id", T.StringType()),
+    T.StructField("photo_id", T.StringType()),
+    T.StructField("status", T.StringType()),
+    T.StructField("n_faces", T.IntegerType()),
+    T.StructField("det_score", T.FloatType()),
+    T.StructField("quality_ok", T.BooleanType()),
+    T.StructField("inter_eye_px", T.FloatType()),
+    T.StructField("sharpness", T.FloatType()),
+    T.StructField("embeddings", T.MapType(T.StringType(), T.ArrayType(T.FloatType()))),
+])
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    """One way of turning a photo into an embedding."""
+
+    recogniser: str
+    flip_tta: bool
+    detect_size: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.recogniser}{'+flip' if self.flip_tta else ''}@{self.detect_size}"
+
+
+class MirroredEmbedder(FaceEmbedder):
+    """A :class:`FaceEmbedder` that embeds the horizontal mirror of each aligned crop."""
+
+    def embed(self, crops_bgr: np.ndarray) -> np.ndarray:
+        return super().embed(np.ascontiguousarray(crops_bgr[:, :, ::-1]))
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """Plain values of one extraction pass, handed from the driver to the executors."""
+
+    base: ExtractSettings
+    recognisers: tuple[ModelSpec, ...]
+    mirror: bool
+
+    @classmethod
+    def from_config(cls, cfg: Config, detect_size: int, recognisers: Sequence[str], mirror: bool) -> PassSettings:
+        base = replace(ExtractSettings.from_config(cfg), detect_size=detect_size, flip_tta=False)
+        return cls(base, tuple(model_spec(cfg, r) for r in sorted(set(recognisers))), mirror)
+
+    def cache_key(self) -> str:
+        """Hash of every setting that changes the output (not threads, batch size or the models folder)."""
+        b = self.base
+        content = {
+            "detector": b.detector.model_id, "recognisers": [r.model_id for r in self.recognisers],
+            "mirror": self.mirror, "detect_size": b.detect_size, "score_threshold": b.score_threshold,
+            "nms_iou": b.nms_iou, "align_method": b.align_method, "max_pixels": b.max_pixels,
+            "quality": b.quality, "format": 1,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build_pass_pipeline(settings: PassSettings) -> Any:
+    """The pass's pipeline, built once per Python worker (runs on executors)."""
+    from udfs.detect import FaceDetector
+    from udfs.models import get_cached
+    from udfs.pipeline import FacePipeline
+    from udfs.quality import QualityRule
+
+    b = settings.base
+
+    def factory() -> FacePipeline:
+        detector = FaceDetector(b.detector, b.models_dir, b.detect_size, b.score_threshold, b.nms_iou,
+                                threads=b.threads, max_batch=b.batch_size)
+        embedders: dict[str, FaceEmbedder] = {}
+        for spec in settings.recognisers:
+            embedders[spec.name] = FaceEmbedder(spec, b.models_dir, threads=b.threads, batch_size=b.batch_size)
+            if settings.mirror:
+                embedders[spec.name + MIRROR] = MirroredEmbedder(
+                    spec, b.models_dir, threads=b.threads, batch_size=b.batch_size
+                )
+        return FacePipeline(detector, embedders, QualityRule(**b.quality), b.max_pixels, b.batch_size,
+                            b.align_method)  # type: ignore[arg-type]
+
+    return get_cached(f"evaluation-pass|{settings.cache_key()}|threads={b.threads}", factory)
+
+
+def make_pass_fn(settings: PassSettings) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The ``mapInPandas`` function of a pass: photo rows in, one primary-face row per photo out."""
+
+    def run_pass(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import cv2
+
+        cv2.setNumThreads(settings.base.threads)
+        pipeline = _build_pass_pipeline(settings)
+        for batch in batches:
+            results = pipeline.process_batch([bytes(c) for c in batch["content"]])
+            rows: list[tuple[Any, ...]] = []
+            for rid, pid, result in zip(batch["record_id"], batch["photo_id"], results, strict=True):
+                face = result.primary
+                if face is None:
+                    rows.append((rid, pid, result.status, 0, None, False, None, None, None))
+                    continue
+                embs = {k: np.asarray(v, np.float32).tolist() for k, v in face["embeddings"].items()}
+                rows.append((rid, pid, "ok", len(result.faces), float(face["det_score"]), bool(face["quality_ok"]),
+                             float(face["inter_eye_px"]), float(face["sharpness"]), embs))
+            yield pd.DataFrame.from_records(rows, columns=PASS_SCHEMA.fieldNames())
+
+    return run_pass
+
+
+@dataclass
+class EmbeddingStore:
+    """Primary-face embeddings of a labelled set's photos, per variant, as NumPy arrays.
+
+    Attributes:
+        record_ids: Record id of each photo, aligned with the labelled set's ``paths``.
+        vectors: Variant -> float32 [P, dim], unit rows; NaN rows where no face was found.
+        det_score: Detector size -> float32 [P] primary-face detector score (NaN without a face).
+        quality_ok: Detector size -> bool [P] whether the primary face passes the quality rule.
+        photo_ids: Detector size -> photo id (sha256) of each photo as ingested ("" if not ingested).
+        cache_dirs: Detector size -> the pass's cache folder.
+    """
+
+    record_ids: list[str]
+    vectors: dict[Variant, np.ndarray] = field(default_factory=dict)
+    det_score: dict[int, np.ndarray] = field(default_factory=dict)
+    quality_ok: dict[int, np.ndarray] = field(default_factory=dict)
+    photo_ids: dict[int, list[str]] = field(default_factory=dict)
+    cache_dirs: dict[int, str] = field(default_factory=dict)
+
+    def get(self, variant: Variant) -> np.ndarray:
+        try:
+            return self.vectors[variant]
+        except KeyError:
+            raise KeyError(f"variant {variant.label} was not extracted (have {[v.label for v in self.vectors]})") \
+                from None
+
+    def has_face(self, variant: Variant) -> np.ndarray:
+        """bool [P]: the photo has a primary face under ``variant``."""
+        return ~np.isnan(self.get(variant)[:, 0])
+
+
+def l2_rows(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation of float [N, D] (NaN rows stay NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def passes_for(variants: Iterable[Variant]) -> dict[int, tuple[list[str], bool]]:
+    """Detector size -> (recognisers, mirror needed) covering ``variants``."""
+    out: dict[int, tuple[list[str], bool]] = {}
+    for v in variants:
+        recs, mirror = out.get(v.detect_size, ([], False))
+        out[v.detect_size] = (sorted({*recs, v.recogniser}), mirror or v.flip_tta)
+    return out
+
+
+def extract_variants(spark: SparkSession, cfg: Config, labelled: LabelledSet, variants: Iterable[Variant],
+                     cache_root: str) -> EmbeddingStore:
+    """Run (or reuse) one cached pass per detector size and return the embeddings of ``variants``.
+
+    The set must already be ingested (record ids ``<set>/<path>``, see :mod:`facelink.evaluation.dataset`).
+    """
+    wanted = sorted(set(variants))
+    store = EmbeddingStore(labelled.record_ids)
+    set_ids = spark.createDataFrame([(r,) for r in store.record_ids], "record_id string")
+    photos = read_table(spark, cfg, "photos").join(F.broadcast(set_ids), "record_id", how="inner").select(
+        "record_id", "photo_id", "content"
+    )
+    for size, (recognisers, mirror) in sorted(passes_for(wanted).items()):
+        settings = PassSettings.from_config(cfg, size, recognisers, mirror)
+        cache_dir = f"{cache_root.rstrip('/')}/{settings.cache_key()}"
+        store.cache_dirs[size] = cache_dir
+        rows = _run_pass(spark, photos, settings, cache_dir, cfg.extract.photos_per_partition)
+        _fill(store, rows.join(F.broadcast(set_ids), "record_id", how="inner").toPandas(), size,
+              [v for v in wanted if v.detect_size == size])
+    return store
+
+
+def _run_pass(spark: SparkSession, photos: DataFrame, settings: PassSettings, cache_dir: str,
+              per_task: int) -> DataFrame:
+    cached = _read_parquet(spark, cache_dir)
+    pending = photos if cached is None else photos.join(
+        cached.select("record_id", "photo_id"), ["record_id", "photo_id"], how="left_anti"
+    )
+    pending = pending.cache()
+    try:
+        n = pending.count()
+        if n:
+            log.info("evaluation pass %s at %d: extracting %d photos", settings.cache_key(),
+                     settings.base.detect_size, n)
+            started = time.perf_counter()
+            (
+                pending.repartition(max(1, math.ceil(n / per_task)), "photo_id")
+                .mapInPandas(make_pass_fn(settings), schema=PASS_SCHEMA)
+                .write.mode("append").parquet(cache_dir)
+            )
+            log.info("evaluation pass %s: %d photos in %.0f s", settings.cache_key(), n,
+                     time.perf_counter() - started)
+        else:
+            log.info("evaluation pass %s at %d: every photo cached", settings.cache_key(), settings.base.detect_size)
+    finally:
+        pending.unpersist()
+    out = _read_parquet(spark, cache_dir)
+    return out if out is not None else spark.createDataFrame([], PASS_SCHEMA)
+
+
+def _read_parquet(spark: SparkSession, path: str) -> DataFrame | None:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None, "needs a classic (JVM) SparkSession"
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hpath):
+        return None
+    return spark.read.schema(PASS_SCHEMA).parquet(path)
+
+
+def _fill(store: EmbeddingStore, rows: pd.DataFrame, size: int, variants: Sequence[Variant]) -> None:
+    """Put one pass's rows (any order, possibly repeated) into ``store`` as arrays aligned with its photos."""
+    rows = rows.sort_values(["record_id", "photo_id"]).drop_duplicates("record_id", keep="first")
+    pos = {r: i for i, r in enumerate(store.record_ids)}
+    n = len(store.record_ids)
+    det = np.full(n, np.nan, np.float32)
+    ok = np.zeros(n, bool)
+    pids = [""] * n
+    plain: dict[str, np.ndarray] = {}
+    for rid, pid, status, score, q_ok, embs in zip(rows["record_id"], rows["photo_id"], rows["status"],
+                                                   rows["det_score"], rows["quality_ok"], rows["embeddings"],
+                                                   strict=True):
+        i = pos[rid]
+        pids[i] = pid
+        if status != "ok" or embs is None:
+            continue
+        det[i], ok[i] = score, bool(q_ok)
+        for name, vec in dict(embs).items():
+            if name not in plain:
+                plain[name] = np.full((n, len(vec)), np.nan, np.float32)
+            plain[name][i] = np.asarray(vec, np.float32)
+    store.det_score[size], store.quality_ok[size], store.photo_ids[size] = det, ok, pids
+    for v in variants:
+        if v.recogniser not in plain:
+            dim = 128
+            store.vectors[v] = np.full((n, dim), np.nan, np.float32)
+            continue
+        base = plain[v.recogniser]
+        store.vectors[v] = l2_rows(base + plain[v.recogniser + MIRROR]) if v.flip_tta else base
+
+
+def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore, variant: Variant) -> dict[str, Any]:
+    """Compare the ``faces`` table's primary embeddings of the set with the cached ``variant``.
+
+    Returns:
+        ``model_id``, ``compared`` (photos with a face on both sides), ``face_mismatch`` (photos with a face
+        on one side only) and ``max_abs_diff``.
+
+    Raises:
+        EvaluationError: The two disagree: ``faces`` was extracted with other settings than the configured
+            ones (flip TTA, detector size, thresholds). Evaluate in a fresh lake, or re-extract.
+    """
+    spec = model_spec(cfg, variant.recogniser)
+    set_ids = spark.createDataFrame([(r,) for r in store.record_ids], "record_id string")
+    faces = (
+        read_table(spark, cfg, "faces")
+        .filter((F.col("model_id") == spec.model_id) & (F.col("face_index") >= 0) & F.col("is_primary"))
+        .join(F.broadcast(set_ids), "record_id", how="inner")
+        .select("record_id", "embedding").toPandas()
+    )
+    pos = {r: i for i, r in enumerate(store.record_ids)}
+    cached = store.get(variant)
+    table = np.full_like(cached, np.nan)
+    for rid, emb in zip(faces["record_id"], faces["embedding"], strict=True):
+        table[pos[rid]] = np.asarray(emb, np.float32)
+    in_table, in_cache = ~np.isnan(table[:, 0]), ~np.isnan(cached[:, 0])
+    both = in_table & in_cache
+    diff = float(np.max(np.abs(table[both] - cached[both]))) if both.any() else 0.0
+    result = {"model_id": spec.model_id, "variant": variant.label, "compared": int(both.sum()),
+              "face_mismatch": int((in_table != in_cache).sum()), "max_abs_diff": diff}
+    if result["face_mismatch"] or diff > FACES_TOLERANCE:
+        raise EvaluationError(
+            f"faces rows of {spec.model_id} disagree with the configured pipeline ({variant.label}): {result}; "
+            "they were extracted with other settings (flip TTA, detector size, thresholds): evaluate in a "
+            "fresh lake (--set lake.root=...) or re-extract"
+        )
+    log.info("faces table matches the cached %s: %s", variant.label, result)
+    return result
+
+
+def measure_cost(cfg: Config, variant: Variant, photos: Sequence[bytes], repeats: int = 3) -> dict[str, float]:
+    """Time the extract job's pipeline for one variant on ``photos``, single-threaded, in this process.
+
+    The pipeline is what ``jobs.extract`` builds for one recogniser (detection, alignment, quality,
+    embedding). The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
+    least disturbed by other load on a shared machine.
+
+    Returns:
+        ``<stage>_ms_per_photo`` for decode, detect, align, quality, embed and total, and ``photos``.
+    """
+    from udfs.pipeline import build_pipeline
+    from udfs.quality import QualityRule
+
+    base = ExtractSettings.from_config(cfg, variant.recogniser)
+    pipeline = build_pipeline(
+        base.models_dir, base.detector, [base.recogniser], detect_size=variant.detect_size,
+        score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1, batch_size=base.batch_size,
+        flip_tta=variant.flip_tta, quality_rule=QualityRule(**base.quality), max_pixels=base.max_pixels,
+        align_method=base.align_method, cached=False,  # type: ignore[arg-type]
+    )
+    pipeline.process_batch(list(photos[:8]))
+    best: dict[str, float] | None = None
+    for _ in range(max(1, repeats)):
+        pipeline.timings.reset()
+        pipeline.process_batch(list(photos))
+        got = pipeline.timings.as_dict()
+        if best is None or got["total_ms_per_photo"] < best["total_ms_per_photo"]:
+            best = got
+    assert best is not None
+    keys = [k for k in best if k.endswith("_ms_per_photo")]
+    return {**{k: round(best[k], 3) for k in keys}, "photos": float(len(photos))}
