@@ -13,6 +13,10 @@ help:
 	@echo "make sample-data  build the demo archive from lfw_dev (SIZE=small|full)"
 	@echo "make demo         run every pipeline stage end to end on the sample archive"
 	@echo "make bench        run the benchmarks; results in bench/results/"
+	@echo "make dist         dist/facelink.zip, dist/conf*, dist/facelink-env.tar.gz for spark-submit (docs/running.md)"
+	@echo "make airflow-setup  Airflow 3 + Spark provider in .airflow-venv, SQLite metadata DB"
+	@echo "make airflow-test   the DAG loaded by Airflow and run twice with airflow dags test (needs airflow-setup)"
+	@echo "make cluster-test   ingest + extract on a local standalone master with two workers vs local mode"
 
 setup:
 	bash scripts/setup.sh
@@ -33,5 +37,17 @@ demo: sample-data
 bench:
 	$(PY) -m bench.run_all
 
+dist:
+	bash scripts/dist.sh all
+
+airflow-setup:
+	bash scripts/airflow_setup.sh
+
+airflow-test: airflow-setup
+	bash scripts/airflow_test.sh
+
+cluster-test:
+	$(PY) -m pytest -m cluster -p no:cacheprovider -q -s -ra tests/test_cluster.py
+
 clean:
-	rm -rf lake sample build dist bench/results/*.json bench/results/*.png
+	rm -rf lake sample build dist

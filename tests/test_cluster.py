@@ -1,0 +1,213 @@
+"""A real multi-node Spark run: a standalone master and two one-core workers on 127.0.0.1.
+
+The pip ``pyspark`` package ships ``bin/spark-class`` but not ``sbin/start-master.sh`` or
+``start-worker.sh``, so the daemons are launched as ``spark-class org.apache.spark.deploy.master.Master``
+and ``...worker.Worker`` on free ports, in their own process groups, and always stopped at teardown. The
+ingest and extract jobs go to the master with ``spark-submit`` exactly as docs/running.md says (zip in
+``--py-files``, Delta jars in ``--jars``); their ``photos`` and ``faces`` must equal those of the same jobs
+run in local mode. Run with ``make cluster-test`` (marker ``cluster``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+from pyspark.sql import SparkSession
+
+from facelink.config import load_config
+from jobs import extract, ingest
+from tests.paths import LFW_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.cluster
+
+SPARK_HOME = Path(pyspark.__file__).resolve().parent
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+N_PHOTOS = 20
+WORKERS = 2
+START_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Standalone:
+    url: str
+    ui: str
+    logs: Path
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"{self.ui}/json", timeout=10) as resp:
+            return json.loads(resp.read())
+
+
+def spark_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_DAEMON_MEMORY": "512m",
+        "SPARK_LOG_DIR": str(tmp / "logs"),
+        "SPARK_PID_DIR": str(tmp),
+        # spark-submit's find-spark-home and the driver pick `python3` from PATH: the project's.
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+    })
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def start_daemon(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_daemons(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):  # workers first, then the master
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+    tmp = tmp_path_factory.mktemp("standalone")
+    env = spark_env(tmp)
+    port, ui_port = free_port(), free_port()
+    cluster = Standalone(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", tmp)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start_daemon(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
+                                   str(port), "--webui-port", str(ui_port)], env, tmp / "master.log"))
+        for i in range(WORKERS):
+            work_dir = tmp / f"worker{i}"
+            work_dir.mkdir()
+            procs.append(start_daemon(
+                ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(free_port()),
+                 "--webui-port", str(free_port()), "--cores", "1", "--memory", "2g", "--work-dir", str(work_dir),
+                 cluster.url], env, tmp / f"worker{i}.log"))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        alive = 0
+        while time.monotonic() < deadline:
+            dead = [p.args for p in procs if p.poll() is not None]
+            assert not dead, f"a Spark daemon exited at start; logs in {tmp}"
+            try:
+                alive = sum(w["state"] == "ALIVE" for w in cluster.state()["workers"])
+            except OSError:
+                alive = 0
+            if alive == WORKERS:
+                break
+            time.sleep(2)
+        assert alive == WORKERS, f"{alive}/{WORKERS} workers registered in {START_TIMEOUT_S}s; logs in {tmp}"
+        yield cluster
+    finally:
+        stop_daemons(procs)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``N_PHOTOS`` lfw_dev photos (the first of the manifest), with absolute paths."""
+    path = tmp_path_factory.mktemp("photos") / "gallery.csv"
+    with (LFW_DIR / "manifest.csv").open() as fh:
+        rows = [row for _, row in zip(range(N_PHOTOS), csv.DictReader(fh), strict=False)]
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["record_id", "path"])
+        out.writerows([f"C{i:03d}", str(LFW_DIR / row["path"])] for i, row in enumerate(rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dist_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(["bash", "scripts/dist.sh", "zip"], check=True, cwd=REPO_ROOT, capture_output=True,
+                   env={**os.environ, "DIST": str(out)})
+    return out / "facelink.zip"
+
+
+def submit(cluster: Standalone, zip_path: Path, job: str, args: list[str], log: Path) -> str:
+    """``spark-submit`` one job to the standalone master from a scratch working folder; return its log."""
+    jars = ",".join(str(REPO_ROOT / ".jars" / j) for j in ("delta-spark_4.2_2.13-*.jar", "delta-storage-*.jar"))
+    cmd = [
+        str(VENV_BIN / "spark-submit"), "--master", cluster.url, "--deploy-mode", "client",
+        "--name", f"facelink-cluster-test-{job}", "--driver-memory", "1g",
+        "--total-executor-cores", str(WORKERS), "--executor-cores", "1", "--executor-memory", "1g",
+        "--py-files", str(zip_path), "--jars", jars,
+        "--conf", f"spark.pyspark.python={VENV_BIN / 'python'}", "--conf", "spark.log.level=WARN",
+        str(REPO_ROOT / "jobs" / f"{job}.py"),
+        "--env", "test", "--conf-dir", str(REPO_ROOT / "conf"), "--set=spark.master=", *args,
+    ]
+    with log.open("w") as fh:
+        code = subprocess.run(cmd, cwd=log.parent, env=spark_env(log.parent), stdout=fh,
+                              stderr=subprocess.STDOUT).returncode
+    text = log.read_text()
+    assert code == 0, f"spark-submit {job} exited {code}:\n{text[-5000:]}"
+    assert f"({cluster.url})" in text, f"{job} did not run on {cluster.url}:\n{text[-3000:]}"
+    return text
+
+
+def faces_by_key(spark: SparkSession, lake: Path) -> dict[tuple, np.ndarray | None]:
+    rows = (spark.read.format("delta").load(str(lake / "tables" / "faces"))
+            .select("record_id", "photo_id", "model_id", "face_index", "status", "embedding").collect())
+    return {(r.record_id, r.photo_id, r.model_id, r.face_index, r.status):
+            None if r.embedding is None else np.asarray(r.embedding, dtype=np.float64) for r in rows}
+
+
+def photo_keys(spark: SparkSession, lake: Path) -> set[tuple[str, str]]:
+    photos = spark.read.format("delta").load(str(lake / "tables" / "photos"))
+    return {(r.record_id, r.photo_id) for r in photos.select("record_id", "photo_id").collect()}
+
+
+def test_standalone_cluster_run_equals_local_mode(standalone: Standalone, dist_zip: Path, manifest: Path,
+                                                  spark: SparkSession, tmp_path: Path) -> None:
+    start = time.perf_counter()
+    cluster_lake = tmp_path / "cluster_lake"
+    work = tmp_path / "submit"
+    work.mkdir()
+    common = [f"--set=lake.root={cluster_lake}"]
+    submit(standalone, dist_zip, "ingest",
+           [*common, "--input", str(manifest), "--role", "gallery", "--run-id", "ingest-c"], work / "ingest.log")
+    submit(standalone, dist_zip, "extract", [*common, "--run-id", "extract-c"], work / "extract.log")
+    cluster_s = time.perf_counter() - start
+    apps = standalone.state()["completedapps"]
+    assert sorted(a["name"] for a in apps) == ["facelink-cluster-test-extract", "facelink-cluster-test-ingest"]
+
+    local_lake = tmp_path / "local_lake"
+    cfg = load_config("test", [f"lake.root={local_lake}"])
+    ingest.run(spark, cfg, str(manifest), "gallery", "ingest-l")
+    extract.run(spark, cfg, None, "extract-l")
+
+    assert photo_keys(spark, cluster_lake) == photo_keys(spark, local_lake)
+    assert len(photo_keys(spark, local_lake)) == N_PHOTOS
+    on_cluster, local = faces_by_key(spark, cluster_lake), faces_by_key(spark, local_lake)
+    assert on_cluster.keys() == local.keys()
+    assert sum(k[4] == "ok" for k in local) >= N_PHOTOS * 0.9  # lfw_dev photos hold a face
+    for key, embedding in local.items():
+        other = on_cluster[key]
+        if embedding is None or other is None:
+            assert embedding is None and other is None, key
+        else:
+            assert np.max(np.abs(embedding - other)) <= 1e-6, key
+    print(f"\nstandalone cluster: ingest + extract of {N_PHOTOS} photos in {cluster_s:.0f}s "
+          f"({WORKERS} workers x 1 core)")
