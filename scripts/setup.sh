@@ -15,6 +15,18 @@ JAVA_MAJOR=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.sp
 [ "${JAVA_MAJOR%%.*}" -ge 17 ] 2>/dev/null || die "Java 17+ is required by Spark 4 (found $JAVA_MAJOR)"
 command -v mvn >/dev/null 2>&1 || die "Maven is required to fetch the Delta Lake jars (apt-get install maven)"
 
+# Headless Chromium: the report test opens the HTML report in a real browser and checks its thumbnails.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+   && ! command -v google-chrome >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium (headless browser for the report test)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || die "could not install chromium with apt-get"
+  else
+    die "a headless Chromium is required by the report test: install the chromium package (apt-get install chromium)"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
