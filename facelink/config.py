@@ -34,7 +34,10 @@ ENV_VARS = {
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
 
 #: Mapping keys whose values are secrets: masked in logs and in the configuration hash.
-SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|credential|access\.?key|private)", re.IGNORECASE)
+# A key is secret when it names one of these, or has "key" as a word of its own (Azure account keys, S3 SSE-C
+# keys: spark.hadoop.fs.azure.account.key.<account>..., spark.hadoop.fs.s3a.encryption.key).
+SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|credential|access\.?key|private|(^|[._-])key([._-]|$))",
+                           re.IGNORECASE)
 MASK = "***"
 
 
@@ -101,6 +104,8 @@ class AuditConf:
     purpose: str = ""
     authority: str = ""
     allowed_purposes: list[str] = field(default_factory=list)
+    # job -> the purposes it may run under (each also in allowed_purposes); a job not listed takes any allowed one
+    job_purposes: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class Accountability:
 
 
 def require_accountability(cfg: Config, job: str) -> Accountability:
-    """Refuse a matching job unless operator, an allowed purpose and an authority are configured.
+    """Refuse an accountable job (match, dedup, erase, retention) unless operator, authority and a purpose
+    are given, the purpose being in ``audit.allowed_purposes`` and, where ``audit.job_purposes`` lists the
+    job, among that job's own purposes.
 
     Raises:
         RefusedError: naming what is missing; the caller's recorder audits the refusal.
@@ -57,6 +59,11 @@ def require_accountability(cfg: Config, job: str) -> Accountability:
     if cfg.audit.purpose not in cfg.audit.allowed_purposes:
         raise RefusedError(
             f"{job} refused: audit.purpose {cfg.audit.purpose!r} is not one of {cfg.audit.allowed_purposes}"
+        )
+    own = cfg.audit.job_purposes.get(job)
+    if own is not None and cfg.audit.purpose not in own:
+        raise RefusedError(
+            f"{job} refused: audit.purpose {cfg.audit.purpose!r} is not one of {own} (audit.job_purposes.{job})"
         )
     return Accountability(cfg.audit.operator, cfg.audit.purpose, cfg.audit.authority)
 

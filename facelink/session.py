@@ -52,6 +52,9 @@ def session_settings(cfg: Config) -> dict[str, str]:
         # Delta rebuilds table state with this many tasks (default 50): match the shuffle partitions.
         "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+        # Delta's VACUUM lists files with this many tasks; Spark's default of 10000 makes every vacuum of a
+        # small table launch 10000 tasks (minutes on a small machine, and on a small cluster).
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(cfg.spark.shuffle_partitions),
         "spark.python.worker.reuse": "true",
         # Python workers run the driver's interpreter (the project virtualenv) unless a cluster says otherwise.
         "spark.pyspark.python": sys.executable,

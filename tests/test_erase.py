@@ -46,7 +46,7 @@ GALLERY = [
 PROBES = [("P1", "Jacques_Chirac/Jacques_Chirac_0001.jpg", "intake"), ("P2", "Tom_Ridge/Tom_Ridge_0001.jpg", "intake")]
 ACCOUNTABLE = [
     "audit.operator=test-operator", "audit.purpose=erasure_request", "audit.authority=ERASURE-REQ-1",
-    # conf/base.yaml does not list these purposes yet.
+    # Only these two: the erase and retention jobs must work with nothing else allowed.
     "audit.allowed_purposes=[erasure_request, retention]",
 ]
 COSINE_SAME = 0.9999
@@ -122,6 +122,13 @@ def _add_review_rows(spark: SparkSession, cfg: Config, pid: dict[str, str]) -> N
         append(spark, cfg, spec, spark.createDataFrame(values, spec.schema))
 
 
+def _slice(payload: bytes) -> bytes:
+    """64 bytes from the middle of a photo: its own entropy-coded data. (The JPEG headers, quantisation and
+    Huffman tables near the start are the same in every LFW photo, so a slice there matches other photos.)"""
+    mid = len(payload) // 2
+    return payload[mid : mid + 64]
+
+
 def _walk(value: Any, needles: Needles, where: str, found: set[str]) -> None:
     """Add to ``found`` each kind of trace of ``needles`` inside a (nested) value read from a table."""
     if isinstance(value, dict):
@@ -141,7 +148,7 @@ def _walk(value: Any, needles: Needles, where: str, found: set[str]) -> None:
             found.add(f"{where}: record id")
         if any(p in value for p in needles.photo_ids):
             found.add(f"{where}: photo id")
-    elif isinstance(value, bytes | bytearray) and any(bytes(value) == p or p[512:576] in value
+    elif isinstance(value, bytes | bytearray) and any(bytes(value) == p or _slice(p) in value
                                                       for p in needles.payloads):
         found.add(f"{where}: photo bytes")
 
@@ -176,7 +183,7 @@ def lake_traces(root: Path, needles: Needles) -> list[str]:
         data = path.read_bytes()
         if any(p.encode() in data for p in needles.photo_ids):
             found.add(f"{where}: photo id (raw)")
-        if any(p[512:576] in data for p in needles.payloads):
+        if any(_slice(p) in data for p in needles.payloads):
             found.add(f"{where}: photo bytes (raw)")
         if any(v.tobytes() in data for v in needles.vectors):
             found.add(f"{where}: embedding (raw float32)")

@@ -29,10 +29,6 @@ PHOTOS = ["Colin_Powell/Colin_Powell_0001.jpg", "Tony_Blair/Tony_Blair_0001.jpg"
 SECRET, ACCESS_KEY = "SEKRIT-7f1c", "AKIAEXAMPLE0KEY"
 SECRET_SET = ('spark.extra={"spark.hadoop.fs.s3a.secret.key": "' + SECRET + '", '
               '"spark.hadoop.fs.s3a.access.key": "' + ACCESS_KEY + '"}')
-AZURE_REASON = (
-    "facelink/config.py SECRET_KEY_RE misses keys whose last word is just 'key' (Azure account keys, S3 SSE-C "
-    "keys): add (^|[._-])key([._-]|$) to it, then drop this mark"
-)
 
 
 def test_the_leak_scanner_catches_what_it_must() -> None:
@@ -51,9 +47,8 @@ def test_the_leak_scanner_catches_what_it_must() -> None:
     "spark.hadoop.fs.s3a.session.token",
     "spark.hadoop.javax.jdo.option.ConnectionPassword",
     "spark.hadoop.fs.azure.account.oauth2.client.secret",
-    pytest.param("spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net",
-                 marks=pytest.mark.xfail(strict=True, reason=AZURE_REASON)),
-    pytest.param("spark.hadoop.fs.s3a.encryption.key", marks=pytest.mark.xfail(strict=True, reason=AZURE_REASON)),
+    "spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net",
+    "spark.hadoop.fs.s3a.encryption.key",
 ])
 def test_secret_values_are_masked_in_the_dump_and_the_hash(key: str) -> None:
     one = load_config("test", ['spark.extra={"' + key + '": "SEKRIT-1"}'])

@@ -18,13 +18,19 @@ def _audit_rows(spark: SparkSession, pipeline_lake: PipelineLake, run_id: str) -
 
 def test_match_without_purpose_is_refused_and_audited(spark: SparkSession, pipeline_lake: PipelineLake) -> None:
     cfg = pipeline_lake.cfg.with_overrides(["audit.purpose="])
-    with pytest.raises(RefusedError, match="audit.purpose"):
+    with pytest.raises(RefusedError, match=r"audit\.purpose"):
         match.run(spark, cfg, run_id="t-refused")
     rows = _audit_rows(spark, pipeline_lake, "t-refused")
     assert len(rows) == 1 and rows[0]["outcome"] == "refused"
     cfg = pipeline_lake.cfg.with_overrides(["audit.purpose=curiosity"])
     with pytest.raises(RefusedError, match="not one of"):
         match.run(spark, cfg, run_id="t-refused-2")
+    # Allowed in the project, but not matching's own purpose: an erasure request authorises no search.
+    cfg = pipeline_lake.cfg.with_overrides(["audit.purpose=erasure_request"])
+    with pytest.raises(RefusedError, match=r"audit\.job_purposes\.match"):
+        match.run(spark, cfg, run_id="t-refused-3")
+    rows = _audit_rows(spark, pipeline_lake, "t-refused-3")
+    assert len(rows) == 1 and rows[0]["outcome"] == "refused" and rows[0]["purpose"] == "erasure_request"
 
 
 def test_candidates_against_ground_truth(spark: SparkSession, pipeline_lake: PipelineLake) -> None:
