@@ -324,13 +324,19 @@ def _plot(
     fig = Figure(figsize=(6, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    drawn = 0
     for name, (x, y) in curves.items():
         xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         keep = (xa > 0) & (ya > 0) if log_y else xa > 0
         ax.plot(xa[keep], ya[keep], label=name)
-    ax.set_xscale("log")
-    if log_y:
-        ax.set_yscale("log")
+        drawn += int(keep.sum())
+    if drawn:
+        ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+    else:  # a small set separated without error has no point on log axes: say so rather than fail
+        ax.text(0.5, 0.5, "no operating point with both rates > 0\n(no errors measured on this set)",
+                ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.set_title(title)
@@ -363,10 +369,7 @@ def _worst_best(groups: Mapping[str, Mapping[str, float]], rate: str) -> dict[st
         return {f"{rate}_worst_group": None, f"{rate}_best_group": None, f"{rate}_ratio": math.nan}
     worst = max(measured, key=lambda label: measured[label])
     best = min(measured, key=lambda label: measured[label])
-    if measured[best] > 0:
-        ratio = measured[worst] / measured[best]
-    else:
-        ratio = math.inf if measured[worst] > 0 else 1.0
+    ratio = measured[worst] / measured[best] if measured[best] > 0 else math.inf if measured[worst] > 0 else 1.0
     return {f"{rate}_worst_group": worst, f"{rate}_best_group": best, f"{rate}_ratio": ratio}
 
 

@@ -190,3 +190,7 @@ def test_plots_write_png(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one curve"):
         plot_det({}, tmp_path / "empty.png")
+    # A perfectly separated small set has no point with both rates > 0: still a (labelled) plot.
+    perfect = np.r_[np.full(5, 0.9), np.full(5, 0.1)]
+    path = plot_det({"tiny": det_curve(perfect, np.arange(10) < 5)}, tmp_path / "perfect.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
