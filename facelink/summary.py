@@ -79,9 +79,9 @@ def summarise(spark: SparkSession, cfg: Config, run_ids: Mapping[str, str], trut
         latest[row["run_id"]] = row
     stages = []
     for task, rid in run_ids.items():
-        row = latest.get(rid)
-        stages.append({"step": task, "status": row["status"] if row else "not run",
-                       "counts": dict(row["counts"] or {}) if row else {}})
+        rec = latest.get(rid)
+        stages.append({"step": task, "status": rec["status"] if rec else "not run",
+                       "counts": dict(rec["counts"] or {}) if rec else {}})
     out: dict[str, Any] = {"lake": cfg.lake_root, "stages": stages}
 
     quality_ids = [rid for task, rid in run_ids.items() if task.startswith("quality")]
