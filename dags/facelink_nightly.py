@@ -187,7 +187,8 @@ def build_dag() -> Any:
 
     with DAG(
         dag_id=DAG_ID,
-        description="facelink nightly chain: ingest, extract, index, dedup, match, quality gates, report (facelink/nightly.py STEPS)",
+        description=("facelink nightly chain: ingest, extract, index, dedup, match, quality gates, report "
+                     "(facelink/nightly.py STEPS)"),
         schedule=SCHEDULE,
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         catchup=False,

@@ -3,8 +3,9 @@ runs the same steps in order in one local SparkSession.
 
 Each step is one job (``jobs/<job>.py``) with arguments that may name the night's parameters:
 ``{run_date}`` (Airflow's logical date, YYYY-MM-DD), ``{gallery_input}``, ``{probe_input}``, ``{operator}``,
-``{purpose}`` (de-duplication's), ``{screening_purpose}`` (matching's), ``{authority}``. Run ids are derived from the job and the date, so a retried task or a
-re-run of a night replaces exactly what that night wrote.
+``{purpose}`` (de-duplication's), ``{screening_purpose}`` (matching's), ``{authority}``. Run ids are
+derived from the job and the date, so a retried task or a re-run of a night replaces exactly what that
+night wrote.
 
 Run: ``python -m facelink.nightly --env local --sample sample [--run-date 2026-11-22]``.
 """

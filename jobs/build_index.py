@@ -138,7 +138,8 @@ def write_partition(out_dir: Path, partition: str, index: faiss.Index, ids: np.n
     tmp = out_dir / f".{partition}.ids.tmp.npy"
     np.save(tmp, ids.astype(np.int64), allow_pickle=False)
     tmp.replace(ids_path)
-    return PartitionBuild(partition, params.kind, {**asdict(params), "trained_count": trained_count}, int(ids.shape[0]), str(index_path), index_sha,
+    return PartitionBuild(partition, params.kind, {**asdict(params), "trained_count": trained_count},
+                          int(ids.shape[0]), str(index_path), index_sha,
                           str(ids_path), ib.file_sha256(ids_path), int(nprobe), float(recall), mode)
 
 
@@ -174,7 +175,8 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     if new_mask.any():
         ib.add_incremental(index, xb[new_mask], start_id=len(old_ids), threads=cfg.index.threads)
     nprobe, recall = measure(index, xb_ordered, cfg, seed)
-    if previous["recall_at_10"] is not None and recall < float(previous["recall_at_10"]) - cfg.index.rebuild_recall_drop:
+    before = previous["recall_at_10"]
+    if before is not None and recall < float(before) - cfg.index.rebuild_recall_drop:
         log.info("partition %s recall fell %.4f -> %.4f: rebuild", part, previous["recall_at_10"], recall)
         return None
     return write_partition(out_dir, part, index, order, params, nprobe, recall, "incremental", trained_count)

@@ -62,7 +62,9 @@ def transform_pairs(hits: DataFrame, queries: DataFrame, gallery: DataFrame, flo
     side_g = gallery.select("face_id", F.col("record_id").alias("g_record"), F.col("photo_id").alias("g_photo"),
                             F.col("quality_ok").alias("g_quality"), F.col("det_score").alias("g_det"))
     joined = (
-        hits.filter(F.col("score") >= F.lit(floor)).join(side_q, "qid", how="inner").join(side_g, "face_id", how="inner")
+        hits.filter(F.col("score") >= F.lit(floor))
+        .join(side_q, "qid", how="inner")
+        .join(side_g, "face_id", how="inner")
         .filter((F.col("face_id") != F.col("q_face")) & (F.col("q_record") != F.col("g_record")))
     )
     q_first = F.struct("q_record", "q_photo") < F.struct("g_record", "g_photo")

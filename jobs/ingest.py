@@ -75,7 +75,8 @@ def read_manifest(spark: SparkSession, manifest: str) -> DataFrame:
     missing = {"record_id", "path"} - set(raw.columns)
     if missing:
         raise InputError(f"manifest {manifest} lacks columns {sorted(missing)} (has {raw.columns})")
-    base = qualify_path(os.path.dirname(os.path.abspath(manifest)) if "://" not in manifest else manifest.rsplit("/", 1)[0])
+    folder = os.path.dirname(os.path.abspath(manifest)) if "://" not in manifest else manifest.rsplit("/", 1)[0]
+    base = qualify_path(folder)
     meta_cols = [c for c in raw.columns if c not in ("record_id", "path")]
     path = F.col("path").cast("string")
     absolute = path.rlike(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|/)")
@@ -83,7 +84,8 @@ def read_manifest(spark: SparkSession, manifest: str) -> DataFrame:
         F.concat(F.lit(base.rstrip("/") + "/"), path)
     )
     metadata = (
-        F.map_from_arrays(F.array(*[F.lit(c) for c in meta_cols]), F.array(*[F.col(c).cast("string") for c in meta_cols]))
+        F.map_from_arrays(F.array(*[F.lit(c) for c in meta_cols]),
+                          F.array(*[F.col(c).cast("string") for c in meta_cols]))
         if meta_cols
         else F.create_map().cast("map<string,string>")
     )
