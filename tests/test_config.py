@@ -30,7 +30,7 @@ def test_invalid_values_name_the_key(override: str, message: str) -> None:
 
 
 def test_unknown_env_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="no configuration file .*nowhere.yaml"):
+    with pytest.raises(ConfigError, match=r"no configuration file .*nowhere\.yaml"):
         load_config("nowhere")
 
 
