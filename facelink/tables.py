@@ -55,7 +55,10 @@ def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFram
     assert_schema(rows, spec)
     target = ensure_table(spark, cfg, spec)
     existing = target.toDF().select(*spec.key)
-    new_rows = rows.join(existing, on=list(spec.key), how="left_anti").cache()
+    # Pinned with a local checkpoint, not cache(): Delta's MERGE re-plans its source and misses the cache, so
+    # an expensive source (extract's face pipeline, ingest's decoding) would run a second time (measured: the
+    # pipeline ran twice per photo with cache()).
+    new_rows = rows.join(existing, on=list(spec.key), how="left_anti").localCheckpoint(eager=True)
     try:
         count = new_rows.count()
         if count:

@@ -82,7 +82,10 @@ def fill_shards_on_spark(gallery: DataFrame, partition: str, trained: bytes, sha
                          threads: int) -> list[faiss.Index]:
     """Fill copies of a trained IVF index with the partition's shards in parallel Spark tasks."""
     rows = gallery.filter(F.col("partition") == partition).select("face_id", "embedding")
-    positioned = rows.withColumn("position", F.row_number().over(Window.orderBy("face_id")) - 1).withColumn(
+    # Positions come from a global order of the ids alone (one task sorts 8-byte ids, not the embeddings),
+    # then join back to the vectors.
+    positions = rows.select("face_id").withColumn("position", F.row_number().over(Window.orderBy("face_id")) - 1)
+    positioned = rows.join(positions, "face_id", how="inner").withColumn(
         "shard", (F.col("position") / F.lit(shard_size)).cast("int")
     )
 

@@ -153,8 +153,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
                           incremental_since=str(since) if since else None)
 
-        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).cache()
-        queries = gallery if since is None else gallery.filter(F.col("extracted_at") > F.lit(since))
+        searchable = searchable_faces(read_table(spark, cfg, "faces"), model_id)
+        # The pairs need only the gallery side's ids and quality: cache those, and the embeddings once (queries).
+        gallery = searchable.select("face_id", "record_id", "photo_id", "quality_ok", "det_score").cache()
+        queries = searchable if since is None else searchable.filter(F.col("extracted_at") > F.lit(since))
         queries = queries.withColumn("qid", F.col("face_id")).cache()
         try:
             hits = search_gallery(queries, manifest, version, cfg.dedup.k + 1, cfg.index.threads)
