@@ -149,10 +149,11 @@ def plot_match(match: dict[str, Any], out: Path) -> Path:
     runs = sorted(match["runs"], key=lambda r: (r["gallery"], r["probes"]))
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     if len({r["gallery"] for r in runs}) >= 2:
-        sizes = [r["gallery"] for r in runs]
         for i, job in enumerate(JOBS):
-            ax_t.plot(sizes, [r[job]["wall_s"] for r in runs], "-o", color=f"C{i}", label=job)
-            ax_m.plot(sizes, [r[job]["memory"]["peak_total_gib"] for r in runs], "-o", color=f"C{i}", label=job)
+            done = [r for r in runs if job in r]  # dedup may be left out of a run (--no-dedup)
+            ax_t.plot([r["gallery"] for r in done], [r[job]["wall_s"] for r in done], "-o", color=f"C{i}", label=job)
+            ax_m.plot([r["gallery"] for r in done], [r[job]["memory"]["peak_total_gib"] for r in done], "-o",
+                      color=f"C{i}", label=job)
         for ax in (ax_t, ax_m):
             ax.set_xscale("log")
             ax.set_xlabel("gallery size")
@@ -165,18 +166,19 @@ def plot_match(match: dict[str, Any], out: Path) -> Path:
         title = f"probes per run: {sorted({r['probes'] for r in runs})}"
     else:
         run = runs[-1]
-        x = range(len(JOBS))
-        ax_t.bar(x, [run[j]["wall_s"] for j in JOBS], color=[f"C{i}" for i in x])
-        ax_t.set_xticks(x, JOBS)
+        jobs = [j for j in JOBS if j in run]
+        x = range(len(jobs))
+        ax_t.bar(x, [run[j]["wall_s"] for j in jobs], color=[f"C{i}" for i in x])
+        ax_t.set_xticks(x, jobs)
         if run["targets"]["applies"]:
             ax_t.hlines([run["targets"]["match_s"], run["targets"]["dedup_s"]], [1.6, 2.6], [2.4, 3.4], colors="red",
                         linestyles="--", label="targets")
             ax_t.legend(loc="upper left")
         mems = ("peak_jvm_gib", "peak_workers_sum_gib", "peak_driver_python_gib")
         for k, key in enumerate(mems):
-            ax_m.bar([i + (k - 1) * 0.27 for i in x], [run[j]["memory"][key] for j in JOBS], width=0.27,
+            ax_m.bar([i + (k - 1) * 0.27 for i in x], [run[j]["memory"][key] for j in jobs], width=0.27,
                      label=key.removeprefix("peak_").removesuffix("_gib"))
-        ax_m.set_xticks(x, JOBS)
+        ax_m.set_xticks(x, jobs)
         title = f"gallery {run['gallery']:,}, probes {run['probes']:,}"
     ax_t.set_ylabel("wall seconds")
     ax_m.set_ylabel("peak RSS (GiB)")

@@ -59,6 +59,9 @@ def session_settings(cfg: Config) -> dict[str, str]:
         # Python workers run the driver's interpreter (the project virtualenv) unless a cluster says otherwise.
         "spark.pyspark.python": sys.executable,
     }
+    if not cfg.spark.master:
+        # spark-submit decides the master, and the application's name too (--name, as each Airflow task sets it).
+        del settings["spark.app.name"]
     settings.update(cfg.spark.extra)
     return settings
 

@@ -2,10 +2,11 @@
 
 The pip ``pyspark`` package ships ``bin/spark-class`` but not ``sbin/start-master.sh`` or
 ``start-worker.sh``, so the daemons are launched as ``spark-class org.apache.spark.deploy.master.Master``
-and ``...worker.Worker`` on free ports, in their own process groups, and always stopped at teardown. The
-ingest and extract jobs go to the master with ``spark-submit`` exactly as docs/running.md says (zip in
-``--py-files``, Delta jars in ``--jars``); their ``photos`` and ``faces`` must equal those of the same jobs
-run in local mode. Run with ``make cluster-test`` (marker ``cluster``).
+and ``...worker.Worker`` on free ports, in their own process groups, and always stopped at teardown. Ingest
+(a gallery and a probe batch), extract, build_index and match go to the master with ``spark-submit`` exactly
+as docs/running.md says (zip in ``--py-files``, Delta jars in ``--jars``); their ``photos``, ``faces`` and
+``matches`` must equal those of the same jobs run in local mode. Both lakes get one calibration, fitted once
+in local mode on a few hundred lfw_dev photos. Run with ``make cluster-test`` (marker ``cluster``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +30,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import load_config
-from jobs import extract, ingest
+from jobs import build_index, calibrate, extract, ingest, match
 from tests.paths import LFW_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.cluster
@@ -36,6 +38,8 @@ pytestmark = pytest.mark.cluster
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 N_PHOTOS = 20
+N_PROBES = 6  # the first gallery photos again, under new record ids: each must find its gallery twin
+AUDIT = ["audit.operator=cluster-test", "audit.purpose=application_screening", "audit.authority=TEST-CLUSTER"]
 WORKERS = 2
 START_TIMEOUT_S = 240
 
@@ -139,6 +143,19 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def probes(manifest: Path) -> Path:
+    """The first ``N_PROBES`` gallery photos as a probe batch under new record ids."""
+    with manifest.open() as fh:
+        rows = [row for _, row in zip(range(N_PROBES), csv.DictReader(fh), strict=False)]
+    path = manifest.parent / "probes.csv"
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["record_id", "path"])
+        out.writerows([f"P{i:03d}", row["path"]] for i, row in enumerate(rows))
+    return path
+
+
+@pytest.fixture(scope="module")
 def dist_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(["bash", "scripts/dist.sh", "zip"], check=True, cwd=REPO_ROOT, capture_output=True,
@@ -174,32 +191,50 @@ def faces_by_key(spark: SparkSession, lake: Path) -> dict[tuple, np.ndarray | No
             None if r.embedding is None else np.asarray(r.embedding, dtype=np.float64) for r in rows}
 
 
+def match_rows(spark: SparkSession, lake: Path) -> dict[tuple[str, int], tuple[str, str, float]]:
+    rows = spark.read.format("delta").load(str(lake / "tables" / "matches")).collect()
+    return {(r.probe_record_id, r.rank): (r.candidate_record_id, r.candidate_photo_id, r.score) for r in rows}
+
+
 def photo_keys(spark: SparkSession, lake: Path) -> set[tuple[str, str]]:
     photos = spark.read.format("delta").load(str(lake / "tables" / "photos"))
     return {(r.record_id, r.photo_id) for r in photos.select("record_id", "photo_id").collect()}
 
 
 def test_standalone_cluster_run_equals_local_mode(standalone: Standalone, dist_zip: Path, manifest: Path,
-                                                  spark: SparkSession, tmp_path: Path) -> None:
+                                                  probes: Path, spark: SparkSession, tmp_path: Path) -> None:
+    cluster_lake, local_lake = tmp_path / "cluster_lake", tmp_path / "local_lake"
+    cal_lake = tmp_path / "calibration_lake"
+    calibrate.run(spark, load_config("test", [f"lake.root={cal_lake}"]), limit=300, run_id="calibrate-l")
+    for lake in (cluster_lake, local_lake):
+        shutil.copytree(cal_lake / "calibration", lake / "calibration")
+
     start = time.perf_counter()
-    cluster_lake = tmp_path / "cluster_lake"
     work = tmp_path / "submit"
     work.mkdir()
     common = [f"--set=lake.root={cluster_lake}"]
     submit(standalone, dist_zip, "ingest",
            [*common, "--input", str(manifest), "--role", "gallery", "--run-id", "ingest-c"], work / "ingest.log")
+    submit(standalone, dist_zip, "ingest",
+           [*common, "--input", str(probes), "--role", "probe", "--run-id", "ingest-p-c"], work / "ingest-p.log")
     submit(standalone, dist_zip, "extract", [*common, "--run-id", "extract-c"], work / "extract.log")
+    submit(standalone, dist_zip, "build_index", [*common, "--run-id", "index-c"], work / "index.log")
+    submit(standalone, dist_zip, "match", [*common, *(f"--set={a}" for a in AUDIT), "--run-id", "match-c"],
+           work / "match.log")
     cluster_s = time.perf_counter() - start
     apps = standalone.state()["completedapps"]
-    assert sorted(a["name"] for a in apps) == ["facelink-cluster-test-extract", "facelink-cluster-test-ingest"]
+    assert sorted(a["name"] for a in apps) == sorted(
+        f"facelink-cluster-test-{job}" for job in ("ingest", "ingest", "extract", "build_index", "match"))
 
-    local_lake = tmp_path / "local_lake"
-    cfg = load_config("test", [f"lake.root={local_lake}"])
+    cfg = load_config("test", [f"lake.root={local_lake}", *AUDIT])
     ingest.run(spark, cfg, str(manifest), "gallery", "ingest-l")
+    ingest.run(spark, cfg, str(probes), "probe", "ingest-p-l")
     extract.run(spark, cfg, None, "extract-l")
+    build_index.run(spark, cfg, run_id="index-l")
+    match.run(spark, cfg, run_id="match-l")
 
     assert photo_keys(spark, cluster_lake) == photo_keys(spark, local_lake)
-    assert len(photo_keys(spark, local_lake)) == N_PHOTOS
+    assert len(photo_keys(spark, local_lake)) == N_PHOTOS + N_PROBES
     on_cluster, local = faces_by_key(spark, cluster_lake), faces_by_key(spark, local_lake)
     assert on_cluster.keys() == local.keys()
     assert sum(k[4] == "ok" for k in local) >= N_PHOTOS * 0.9  # lfw_dev photos hold a face
@@ -209,5 +244,13 @@ def test_standalone_cluster_run_equals_local_mode(standalone: Standalone, dist_z
             assert embedding is None and other is None, key
         else:
             assert np.max(np.abs(embedding - other)) <= 1e-6, key
-    print(f"\nstandalone cluster: ingest + extract of {N_PHOTOS} photos in {cluster_s:.0f}s "
-          f"({WORKERS} workers x 1 core)")
+    on_cluster_m, local_m = match_rows(spark, cluster_lake), match_rows(spark, local_lake)
+    assert on_cluster_m.keys() == local_m.keys()
+    for key, (record, photo, score) in local_m.items():
+        assert on_cluster_m[key][:2] == (record, photo), key
+        assert abs(on_cluster_m[key][2] - score) <= 1e-5, key
+    twins = {f"P{i:03d}": f"C{i:03d}" for i in range(N_PROBES)}
+    found = {p for (p, rank), (record, _, _) in local_m.items() if rank == 1 and twins.get(p) == record}
+    assert len(found) >= N_PROBES - 1, (found, local_m)  # a probe is its gallery twin's very photo
+    print(f"\nstandalone cluster: ingest, extract, index and match of {N_PHOTOS} + {N_PROBES} photos in "
+          f"{cluster_s:.0f}s ({WORKERS} workers x 1 core)")
