@@ -36,7 +36,7 @@ def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: 
         for batch in batches:
             if batch.empty:
                 continue
-            xq = np.stack(batch["embedding"].to_numpy()).astype(np.float32)
+            xq = np.stack(list(batch["embedding"])).astype(np.float32)
             scores, ids, _ = searcher.search(xq, k, wanted)
             qids = np.repeat(batch["qid"].to_numpy(np.int64), k)
             ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), len(batch))
@@ -51,4 +51,4 @@ def search_gallery(queries: DataFrame, manifest_rows: Sequence[Mapping[str, Any]
                    threads: int, partitions: Sequence[str] | None = None) -> DataFrame:
     """Top-``k`` gallery hits of every ``(qid, embedding)`` row of ``queries``."""
     fn = make_search_fn(manifest_rows, version, k, threads, partitions)
-    return queries.select("qid", "embedding").mapInPandas(fn, schema=HITS_SCHEMA)  # type: ignore[arg-type]
+    return queries.select("qid", "embedding").mapInPandas(fn, schema=HITS_SCHEMA)

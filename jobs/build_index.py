@@ -93,7 +93,7 @@ def fill_shards_on_spark(gallery: DataFrame, partition: str, trained: bytes, sha
         from facelink.index import build as build_lib
 
         pdf = pdf.sort_values("position")
-        xb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32)
+        xb = np.stack(list(pdf["embedding"])).astype(np.float32)
         shard = build_lib.add_shard(trained, xb, int(pdf["position"].iloc[0]), threads)
         return pd.DataFrame({"shard": [int(pdf["shard"].iloc[0])], "data": [build_lib.serialize(shard)]})
 

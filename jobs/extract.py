@@ -113,7 +113,8 @@ def make_extract_fn(settings: ExtractSettings) -> Callable[[Iterator[pd.DataFram
         pipeline = build_pipeline(
             settings.models_dir, settings.detector, [settings.recogniser], detect_size=settings.detect_size,
             score_threshold=settings.score_threshold, nms_iou=settings.nms_iou, threads=settings.threads,
-            batch_size=settings.batch_size, flip_tta=settings.flip_tta, align_method=settings.align_method,
+            batch_size=settings.batch_size, flip_tta=settings.flip_tta,
+            align_method=settings.align_method,  # type: ignore[arg-type]  # validated by the configuration
             quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels,
         )
         model_id = settings.recogniser.model_id
@@ -144,7 +145,7 @@ def transform_extract(pending: DataFrame, settings: ExtractSettings, n_partition
     """Run the face pipeline over ``pending`` photos; returns ``faces`` rows."""
     return (
         pending.repartition(n_partitions, "photo_id")
-        .mapInPandas(make_extract_fn(settings), schema=UDF_SCHEMA)  # type: ignore[arg-type]
+        .mapInPandas(make_extract_fn(settings), schema=UDF_SCHEMA)
         .withColumn("extract_run_id", F.lit(run_id))
         .withColumn("extracted_at", F.current_timestamp())
     )

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -109,8 +110,9 @@ def list_files(spark: SparkSession, folders: Sequence[str], recursive: bool = Fa
     ``empty_file`` reject instead of vanishing. Missing folders list nothing (their rows become
     ``missing_file`` rejects).
     """
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None, "no JVM behind the SparkContext"
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
     found: list[tuple[str, int]] = []
     for folder in folders:
         hpath = jvm.org.apache.hadoop.fs.Path(folder)
@@ -126,8 +128,9 @@ def list_files(spark: SparkSession, folders: Sequence[str], recursive: bool = Fa
 
 
 def _existing(spark: SparkSession, folders: Sequence[str]) -> list[str]:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None, "no JVM behind the SparkContext"
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
     out = []
     for folder in folders:
         hpath = jvm.org.apache.hadoop.fs.Path(folder)
@@ -155,7 +158,7 @@ def make_validate_fn(max_pixels: int) -> object:
         from udfs.decode import ImageDecodeError, decode_image
 
         for batch in batches:
-            out = []
+            out: list[tuple[Any, ...]] = []
             for row_no, content in zip(batch["row_no"], batch["content"], strict=True):
                 data = bytes(content) if content is not None else b""
                 photo_id = hashlib.sha256(data).hexdigest() if data else None
