@@ -117,7 +117,9 @@ def pair_scores(emb: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -
     """All mate scores and (up to a cap, seeded) all non-mate scores among ``emb``."""
     sims = emb @ emb.T
     iu = np.triu_indices(len(emb), k=1)
-    same = labels[iu[0]] == labels[iu[1]]
+    # Integer codes, not the identity strings: indexing a '<U..' array by 24M pair indices would take GiBs.
+    _, codes = np.unique(labels, return_inverse=True)
+    same = codes[iu[0]] == codes[iu[1]]
     scores = sims[iu]
     nonmates = scores[~same]
     if nonmates.size > MAX_NONMATES_PER_FIT:
