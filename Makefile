@@ -16,7 +16,7 @@ help:
 	@echo "make dist         dist/facelink.zip, dist/conf*, dist/facelink-env.tar.gz for spark-submit (docs/running.md)"
 	@echo "make airflow-setup  Airflow 3 + Spark provider in .airflow-venv, SQLite metadata DB"
 	@echo "make airflow-test   the DAG loaded by Airflow and run twice with airflow dags test (needs airflow-setup)"
-	@echo "make cluster-test   ingest + extract on a local standalone master with two workers vs local mode"
+	@echo "make cluster-test   ingest, extract, index, match on a local standalone master (two workers) vs local mode"
 
 setup:
 	bash scripts/setup.sh
