@@ -4,7 +4,7 @@ ENV ?= local
 SAMPLE ?= sample
 SIZE ?= small
 
-.PHONY: help setup test test-all lint sample-data demo bench dist airflow-setup airflow-test cluster-test clean
+.PHONY: help setup test lint sample-data demo bench dist airflow-setup airflow-test cluster-test clean
 
 help:
 	@echo "make setup        install the virtualenv, pinned packages and Delta jars (needs Python 3.11, Java 17+, Maven)"
