@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TypeVar
 
@@ -109,3 +110,13 @@ def track(items: Iterable[ItemT], stage: str, total: int | None = None, every_s:
         for item in items:
             yield item
             prog.advance()
+
+
+@contextmanager
+def stopwatch(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall time to ``seconds[stage]`` (what a job records as its stage timings)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -45,11 +45,13 @@ def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
     return int(row["version"]) if row else 0
 
 
-def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFrame) -> int:
+def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFrame, pinned: bool = False) -> int:
     """Insert the rows whose key is not yet in the table, in one Delta commit; return how many.
 
     Rows already present (same key) are left as they are, so reruns are idempotent. When nothing is new no
-    commit is made at all, so a rerun leaves the table's version unchanged.
+    commit is made at all, so a rerun leaves the table's version unchanged. ``pinned`` says that ``rows``
+    is already materialised (a local checkpoint): only the cheap anti-join against the table's keys is then
+    evaluated again by the merge, and no second copy of the rows is made.
     """
     rows = spec.conform(rows)
     assert_schema(rows, spec)
@@ -58,7 +60,9 @@ def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFram
     # Pinned with a local checkpoint, not cache(): Delta's MERGE re-plans its source and misses the cache, so
     # an expensive source (extract's face pipeline, ingest's decoding) would run a second time (measured: the
     # pipeline ran twice per photo with cache()).
-    new_rows = rows.join(existing, on=list(spec.key), how="left_anti").localCheckpoint(eager=True)
+    new_rows = rows.join(existing, on=list(spec.key), how="left_anti")
+    if not pinned:
+        new_rows = new_rows.localCheckpoint(eager=True)
     try:
         count = new_rows.count()
         if count:

@@ -26,6 +26,7 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.errors import AccountingError
 from facelink.models import model_spec
+from facelink.progress import stopwatch
 from facelink.runs import RunRecorder, new_run_id
 from facelink.tables import insert_new, read_table
 from schemas import get_spec
@@ -135,7 +136,8 @@ def transform_pending(photos: DataFrame, faces: DataFrame, model_id: str, role: 
     """Photos that have no ``faces`` rows for ``model_id`` yet (optionally of one role)."""
     if role:
         photos = photos.filter(F.col("role") == role)
-    done = faces.filter(F.col("model_id") == model_id).select("record_id", "photo_id").distinct()
+    # No distinct(): an anti-join needs only the keys, and the aggregation would add a shuffle.
+    done = faces.filter(F.col("model_id") == model_id).select("record_id", "photo_id")
     return photos.join(done, ["record_id", "photo_id"], how="left_anti").select(
         "record_id", "photo_id", "role", "partition", "content"
     )
@@ -167,27 +169,40 @@ def run(spark: SparkSession, cfg: Config, role: str | None = None, run_id: str |
     model_id = settings.recogniser.model_id
     run_id = run_id or new_run_id(JOB)
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
-        rec.read("photos")
-        rec.read("faces")
-        pending = transform_pending(read_table(spark, cfg, "photos"), read_table(spark, cfg, "faces"), model_id,
-                                    role).cache()
+        # Both tables are read at the versions recorded for the run, so that the count of pending photos and
+        # the pipeline's input are the same photos even while another job writes.
+        seconds: dict[str, float] = {}
+        with stopwatch(seconds, "open"):
+            photos = read_table(spark, cfg, "photos", rec.read("photos"))
+            faces = read_table(spark, cfg, "faces", rec.read("faces"))
+        with stopwatch(seconds, "pending"):
+            # Counted over ids only: the scan skips the photos' content column.
+            n_photos = transform_pending(photos, faces, model_id, role).select("photo_id").count()
+        n_parts = max(1, math.ceil(n_photos / cfg.extract.photos_per_partition))
+        log.info("extract %s: %d photos to process with %s in %d tasks", run_id, n_photos, model_id, n_parts)
+        with stopwatch(seconds, "pipeline"):
+            # The face pipeline runs once, into a local checkpoint that the counts and the merge both read.
+            rows = transform_extract(transform_pending(photos, faces, model_id, role), settings, n_parts,
+                                     run_id).localCheckpoint(eager=True)
         try:
-            n_photos = pending.count()
-            n_parts = max(1, math.ceil(n_photos / cfg.extract.photos_per_partition))
-            log.info("extract %s: %d photos to process with %s in %d tasks", run_id, n_photos, model_id, n_parts)
-            rows = transform_extract(pending, settings, n_parts, run_id).cache()
-            try:
-                counted = rows.groupBy((F.col("face_index") >= 0).alias("face")).count().collect()
-                by_kind = {bool(r["face"]): int(r["count"]) for r in counted}
-                photos_out = rows.select("photo_id", "record_id").distinct().count()
+            with stopwatch(seconds, "check"):
+                totals = rows.agg(
+                    F.count_distinct("record_id", "photo_id").alias("photos"),
+                    F.count(F.when(F.col("face_index") >= 0, 1)).alias("faces"),
+                    F.count(F.when(F.col("face_index") < 0, 1)).alias("status_rows"),
+                ).first()
+                photos_out, n_faces, n_status = (int(totals[c]) if totals else 0
+                                                 for c in ("photos", "faces", "status_rows"))
                 if photos_out != n_photos:
                     raise AccountingError(f"extract lost photos: {n_photos} in, {photos_out} with rows out")
-                insert_new(spark, cfg, FACES, rows)
-            finally:
-                rows.unpersist()
+            with stopwatch(seconds, "merge"):
+                if n_faces + n_status:
+                    insert_new(spark, cfg, FACES, rows, pinned=True)
         finally:
-            pending.unpersist()
-        result = ExtractResult(run_id, model_id, n_photos, by_kind.get(True, 0), by_kind.get(False, 0))
+            rows.unpersist()
+        rec.detail.update(seconds={k: round(v, 2) for k, v in seconds.items()})
+        log.info("extract %s: seconds by stage %s", run_id, rec.detail["seconds"])
+        result = ExtractResult(run_id, model_id, n_photos, n_faces, n_status)
         rec.counts.update(photos=n_photos, faces=result.faces, status_rows=result.status_rows)
         rec.wrote("faces")
         return result
