@@ -143,6 +143,7 @@ class IndexConf:
     rebuild_growth: float = 0.5
     rebuild_recall_drop: float = 0.02
     threads: int = 2
+    search_breadth: Literal["floor", "knn"] = "floor"
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,22 @@ def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: 
                    ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """``(qid, embedding)`` batches in, ``(qid, rank, score, face_id)`` hits out (rank 1 = best).
 
-    The index version is loaded once per Python worker (``cached_searcher`` keyed by ``version``); only
+    The index version is loaded once per Python worker (``cached_searcher`` keyed by ``version`` and the
+    partitions' nprobe); only
     plain values (manifest rows, k, threads) travel from the driver.
     """
+    from facelink.index.search import manifest_version
+
     rows = [dict(r) for r in manifest_rows]
     wanted = list(partitions) if partitions else None
+    # The key names the version and the nprobe of each partition: two jobs in one session may search one
+    # version with different breadths.
+    key = f"{version}/{manifest_version(rows)[:16]}"
 
     def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from facelink.index.search import cached_searcher
 
-        searcher = cached_searcher(rows, threads, version)
+        searcher = cached_searcher(rows, threads, key)
         for batch in batches:
             if batch.empty:
                 continue

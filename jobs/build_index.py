@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from facelink.config import Config
 from facelink.gallery import current_index, searchable_faces
 from facelink.index import build as ib
-from facelink.index.params import IndexParams, choose_index_params, nprobe_for_recall
+from facelink.index.params import IndexParams, choose_index_params, nprobe_by_score, nprobe_for_recall
 from facelink.index.search import load_ids
 from facelink.models import recogniser_id
 from facelink.runs import RunRecorder, new_run_id
@@ -116,23 +116,28 @@ def build_partition(gallery: DataFrame, partition: str, cfg: Config, out_dir: Pa
             index = ib.attach_refine(index, xb, params.refine_k_factor)
     else:
         index = ib.build_partition_index(xb, params, seed=seed, threads=threads, shard_size=cfg.index.shard_size)
-    nprobe, recall = measure(index, xb, cfg, seed)
-    return write_partition(out_dir, partition, index, ids, params, nprobe, recall, "full", n)
+    nprobe, recall, by_score = measure(index, xb, cfg, seed)
+    return write_partition(out_dir, partition, index, ids, params, nprobe, recall, "full", n, by_score)
 
 
-def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple[int, float]:
-    """nprobe reaching the recall target, and the recall@10 it gives, on a seeded query sample."""
+def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple[int, float, dict[str, int]]:
+    """On a seeded sample of the partition's own vectors as queries: the nprobe reaching the recall target
+    for the top-10, the recall@10 it gives, and the nprobe reaching it for neighbours above each score
+    level (``nprobe_by_score``; a query's own vector is not counted)."""
     n = xb.shape[0]
     rng = np.random.default_rng(seed + 1)
-    xq = xb[rng.choice(n, size=min(n, cfg.index.recall_queries), replace=False)]
+    sample = rng.choice(n, size=min(n, cfg.index.recall_queries), replace=False)
+    xq = xb[sample]
     k = min(K, n)
-    _, exact = ib.exact_search(xb, xq, k)
+    exact_scores, exact = ib.exact_search(xb, xq, k)
     nprobe = nprobe_for_recall(index, xq, exact, cfg.index.recall_target, k)
-    return nprobe, ib.recall_at_k(index, xb, xq, k, nprobe)
+    by_score = nprobe_by_score(index, xq, exact, exact_scores, cfg.index.recall_target, k, self_ids=sample)
+    return nprobe, ib.recall_at_k(index, xb, xq, k, nprobe), by_score
 
 
 def write_partition(out_dir: Path, partition: str, index: faiss.Index, ids: np.ndarray, params: IndexParams,
-                    nprobe: int, recall: float, mode: str, trained_count: int) -> PartitionBuild:
+                    nprobe: int, recall: float, mode: str, trained_count: int,
+                    by_score: dict[str, int]) -> PartitionBuild:
     """Write the index and its position -> face id array atomically; return the manifest facts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / f"{partition}.faiss"
@@ -141,8 +146,8 @@ def write_partition(out_dir: Path, partition: str, index: faiss.Index, ids: np.n
     tmp = out_dir / f".{partition}.ids.tmp.npy"
     np.save(tmp, ids.astype(np.int64), allow_pickle=False)
     tmp.replace(ids_path)
-    return PartitionBuild(partition, params.kind, {**asdict(params), "trained_count": trained_count},
-                          int(ids.shape[0]), str(index_path), index_sha,
+    meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": by_score}
+    return PartitionBuild(partition, params.kind, meta, int(ids.shape[0]), str(index_path), index_sha,
                           str(ids_path), ib.file_sha256(ids_path), int(nprobe), float(recall), mode)
 
 
@@ -152,6 +157,7 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     part = str(previous["partition"])
     meta = json.loads(previous["params"])
     trained_count = int(meta.pop("trained_count", previous["vector_count"]))
+    previous_by_score = meta.pop("nprobe_by_score", {})
     params = IndexParams(**meta)
     ids, xb = collect_vectors(gallery, part)
     old_ids = load_ids(previous["ids_path"], previous["ids_sha256"])
@@ -167,7 +173,8 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     old_set = set(old_ids.tolist())
     new_mask = np.array([i not in old_set for i in ids.tolist()], dtype=bool)
     if not new_mask.any():
-        return PartitionBuild(part, params.kind, {**asdict(params), "trained_count": trained_count},
+        meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": previous_by_score}
+        return PartitionBuild(part, params.kind, meta,
                               int(previous["vector_count"]), previous["index_path"], previous["index_sha256"],
                               previous["ids_path"], previous["ids_sha256"], int(previous["nprobe"]),
                               float(previous["recall_at_10"]), "unchanged")
@@ -177,12 +184,13 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     xb_ordered = xb[[vec_by_id[i] for i in order.tolist()]] if len(ids) else xb
     if new_mask.any():
         ib.add_incremental(index, xb[new_mask], start_id=len(old_ids), threads=cfg.index.threads)
-    nprobe, recall = measure(index, xb_ordered, cfg, seed)
+    nprobe, recall, by_score = measure(index, xb_ordered, cfg, seed)
     before = previous["recall_at_10"]
     if before is not None and recall < float(before) - cfg.index.rebuild_recall_drop:
         log.info("partition %s recall fell %.4f -> %.4f: rebuild", part, previous["recall_at_10"], recall)
         return None
-    return write_partition(out_dir, part, index, order, params, nprobe, recall, "incremental", trained_count)
+    return write_partition(out_dir, part, index, order, params, nprobe, recall, "incremental", trained_count,
+                           by_score)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.gallery import current_index, searchable_faces
+from facelink.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.models import recogniser_id
 from facelink.runs import RunRecorder, new_run_id, require_accountability
 from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf
@@ -150,6 +150,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         n = sum(int(r["vector_count"]) for r in manifest)
         thresholds = band_thresholds(cal, cfg.dedup.bands, n)
         floor = min(thresholds.values())
+        manifest = rows_for_floor(manifest, floor, cfg.index.search_breadth)
+        rec.detail.update(search_breadth=cfg.index.search_breadth,
+                          nprobe={str(r["partition"]): int(r["nprobe"]) for r in manifest})
         rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
                           incremental_since=str(since) if since else None)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.gallery import current_index, searchable_faces
+from facelink.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.index.build import exact_search
+from facelink.index.params import nprobe_for_floor
 from facelink.index.search import load_searcher
 from facelink.models import recogniser_id
 from facelink.tables import read_table
@@ -26,6 +29,12 @@ def test_manifest_is_complete_and_every_face_finds_itself(spark: SparkSession, p
     for row in rows:
         assert row["index_sha256"] and row["ids_sha256"] and row["recall_at_10"] == pytest.approx(1.0)
         assert row["model_id"] == model_id and row["nprobe"] >= 1
+        by_score = json.loads(row["params"])["nprobe_by_score"]
+        assert all(1 <= v for v in by_score.values())
+        # A run keeping candidates above a floor searches with the nprobe measured for that floor.
+        floor_rows = rows_for_floor([row], 0.99, "floor")
+        assert floor_rows[0]["nprobe"] == nprobe_for_floor(row["nprobe"], by_score, 0.99)
+        assert rows_for_floor([row], 0.99, "knn")[0]["nprobe"] == row["nprobe"]
     searcher = load_searcher(rows)
     xq = np.array([r["embedding"] for r in gallery], np.float32)
     ids = np.array([r["face_id"] for r in gallery], np.int64)

@@ -12,6 +12,8 @@ from facelink.index.params import (
     ivf_nlist,
     ivf_search_params,
     knn_recall,
+    nprobe_by_score,
+    nprobe_for_floor,
     nprobe_for_recall,
     nprobe_ladder,
 )
@@ -104,3 +106,35 @@ def test_nprobe_for_recall_is_the_smallest_reaching_the_target(ref_stats: Embedd
     if nprobe > 1:
         below = ladder[ladder.index(nprobe) - 1]
         assert knn_recall(index.search(xq, 10, params=ivf_search_params(below))[1], exact_ids) < 0.95
+
+
+def test_nprobe_by_score_reaches_the_target_above_each_level(ref_stats: EmbeddingStats) -> None:
+    xb, _ = generate_gallery(ref_stats, 5000, (0.5, 0.5), seed=12)
+    params = IndexParams(kind="ivf_flat", nlist=64, train_size=5000, nprobe_default=4)
+    index = build_partition_index(xb, params, seed=0)
+    sample = np.random.default_rng(0).choice(xb.shape[0], 300, replace=False)
+    xq = xb[sample]
+    exact_scores, exact_ids = exact_search(xb, xq, 10)
+    by_score = nprobe_by_score(index, xq, exact_ids, exact_scores, 0.95, 10, self_ids=sample, min_pairs=20)
+    assert by_score, "no level had enough neighbours"
+    knn = nprobe_for_recall(index, xq, exact_ids, 0.95, 10)
+    for key, nprobe in by_score.items():
+        found = index.search(xq, 10, params=ivf_search_params(nprobe))[1]
+        wanted = (exact_scores >= float(key)) & (exact_ids != sample[:, None])
+        hit = (exact_ids[:, :, None] == found[:, None, :]).any(axis=2)
+        assert hit[wanted].mean() >= 0.95
+        # Strong neighbours (mates) are found with fewer lists than the whole top-10 needs.
+        assert nprobe <= knn
+    # Higher levels never need more lists than lower ones on this data.
+    values = [by_score[k] for k in sorted(by_score)]
+    assert values[-1] <= values[0]
+
+
+def test_nprobe_for_floor_takes_the_highest_level_at_or_below_the_floor() -> None:
+    by_score = {"0.30": 64, "0.40": 16, "0.50": 8}
+    assert nprobe_for_floor(128, by_score, 0.45) == 16
+    assert nprobe_for_floor(128, by_score, 0.50) == 8
+    assert nprobe_for_floor(128, by_score, 0.99) == 8
+    # Below every measured level, or nothing measured: the top-10 nprobe.
+    assert nprobe_for_floor(128, by_score, 0.25) == 128
+    assert nprobe_for_floor(128, None, 0.45) == 128

@@ -301,3 +301,73 @@ def nprobe_for_recall(
             return nprobe
     log.warning("recall@%d target %.3f not reached (%.4f at nprobe=nlist)", k, target_recall, recall)
     return int(ivf.nlist)
+
+
+#: Score levels at which ``nprobe_by_score`` measures the recall of neighbours scoring at least that much.
+#: Matching and de-duplication store only candidates above a calibrated floor (0.35 to 0.5 for
+#: mobilefacenet at 1:N gallery sizes), so what they need is the nprobe that finds those, not the nprobe
+#: that orders the ten nearest strangers (``nprobe_for_recall``), which on face embeddings is several
+#: times larger.
+SCORE_LEVELS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+#: Fewest exact neighbours above a level (over the query sample) for its recall to be trusted.
+MIN_LEVEL_PAIRS = 50
+
+
+def nprobe_by_score(
+    index: faiss.Index,
+    xq_sample: np.ndarray,
+    exact_ids: np.ndarray,
+    exact_scores: np.ndarray,
+    target_recall: float,
+    k: int,
+    self_ids: np.ndarray | None = None,
+    levels: tuple[float, ...] = SCORE_LEVELS,
+    min_pairs: int = MIN_LEVEL_PAIRS,
+) -> dict[str, int]:
+    """For each score level, the smallest nprobe whose recall of the exact top-k neighbours scoring at
+    least that level reaches ``target_recall``.
+
+    Args:
+        index: a filled index (a non-IVF index gives 1 for every level).
+        xq_sample: float32 queries ``[Q, d]``.
+        exact_ids: exact top-k ids ``[Q, k]`` in the index's id space.
+        exact_scores: their scores ``[Q, k]``.
+        target_recall: e.g. 0.98.
+        k: neighbours per query.
+        self_ids: for queries drawn from the index, each query's own id (found trivially, not counted).
+        levels: score levels.
+        min_pairs: levels with fewer exact neighbours above them are left out.
+
+    Returns:
+        ``{"0.40": nprobe, ...}`` (keys formatted to two decimals), only for levels with enough pairs;
+        a level the whole ladder does not bring to the target maps to ``nlist``.
+    """
+    wanted = exact_ids >= 0
+    if self_ids is not None:
+        wanted &= exact_ids != np.asarray(self_ids, dtype=np.int64)[:, None]
+    masks = {f"{level:.2f}": wanted & (exact_scores >= level) for level in levels}
+    masks = {key: mask for key, mask in masks.items() if int(mask.sum()) >= min_pairs}
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return dict.fromkeys(masks, 1)
+    xq = np.ascontiguousarray(xq_sample, dtype=np.float32)
+    out: dict[str, int] = {}
+    for nprobe in nprobe_ladder(ivf.nlist):
+        if len(out) == len(masks):
+            break
+        _, found = index.search(xq, k, params=search_params(index, nprobe))
+        hit = (exact_ids[:, :, None] == found[:, None, :]).any(axis=2)
+        for key, mask in masks.items():
+            if key not in out and hit[mask].mean() >= target_recall:
+                out[key] = nprobe
+    return {key: out.get(key, int(ivf.nlist)) for key in masks}
+
+
+def nprobe_for_floor(knn_nprobe: int, by_score: dict[str, int] | None, floor: float) -> int:
+    """The nprobe to search with when only candidates scoring at least ``floor`` are kept.
+
+    The highest measured level at or below the floor answers (its neighbours include the floor's, so its
+    nprobe is enough); with no such level, the top-k nprobe ``knn_nprobe``.
+    """
+    levels = [(float(key), value) for key, value in (by_score or {}).items() if float(key) <= floor]
+    return max(levels)[1] if levels else int(knn_nprobe)
