@@ -138,3 +138,5 @@ def test_nprobe_for_floor_takes_the_highest_level_at_or_below_the_floor() -> Non
     # Below every measured level, or nothing measured: the top-10 nprobe.
     assert nprobe_for_floor(128, by_score, 0.25) == 128
     assert nprobe_for_floor(128, None, 0.45) == 128
+    # Never wider than the top-10 nprobe.
+    assert nprobe_for_floor(32, by_score, 0.35) == 32
