@@ -6,7 +6,8 @@ reported and the others still run), with its output in ``<results>/logs/<name>.l
 * ``bare_reference``: LFW pairs accuracy and speed of the bare loop (quick: 30 pairs per fold, one model);
 * ``extract``: ``bench.bench_extract`` on 2,000 lfw_dev photos (quick: 200);
 * ``index``: ``bench.bench_index`` at 100k, 300k and 1M vectors (quick: 20k, 50k);
-* ``match``: ``bench.bench_match`` with a 1M gallery and 10k probes (quick: 50k / 1k, with small
+* ``match``: ``bench.bench_match`` with a 1M gallery and 10k probes: build_index, match and the full
+  de-duplication of the 1M gallery (about 15 minutes here; quick: 50k / 1k, with small
   ``index.flat_max`` and ``index.shard_size`` so that the IVF and sharded build paths run).
 
 Then ``bench.plots`` draws the PNGs, a table of headline numbers with their targets is printed and
@@ -38,7 +39,7 @@ log = logging.getLogger("bench_all")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-BENCHMARKS = ("bare_reference", "extract", "index", "match", "dedup")
+BENCHMARKS = ("bare_reference", "extract", "index", "match")
 QUICK_MATCH_OVERRIDES = ("index.flat_max=5000", "index.shard_size=10000")
 
 
@@ -47,11 +48,7 @@ def commands(quick: bool, results_dir: Path) -> dict[str, list[str]]:
     py = sys.executable
     out = {name: results_dir / f"{name}.json" for name in BENCHMARKS}
     sizes = ["20000", "50000"] if quick else ["100000", "300000", "1000000"]
-    # Full mode: the 10k x 1M match alone (a full self-dedup of 1M takes about an hour on 2 cores), and the
-    # whole chain with dedup on a 200k gallery; both land in match.json, one entry per size.
-    match_args = ["--gallery", "50000", "--probes", "1000"] if quick else ["--gallery", "1000000", "--probes", "10000",
-                                                                          "--no-dedup"]
-    dedup_args = ["--gallery", "20000", "--probes", "500"] if quick else ["--gallery", "200000", "--probes", "2000"]
+    match_args = ["--gallery", "50000", "--probes", "1000"] if quick else ["--gallery", "1000000", "--probes", "10000"]
     if quick:
         match_args += [arg for o in QUICK_MATCH_OVERRIDES for arg in ("--set", o)]
     bare_args = ["--per-fold", "30", "--recognisers", "mobilefacenet_128d"] if quick else ["--pipeline"]
@@ -61,7 +58,6 @@ def commands(quick: bool, results_dir: Path) -> dict[str, list[str]]:
         "extract": [py, "-m", "bench.bench_extract", *extract_args, "--out", str(out["extract"])],
         "index": [py, "-m", "bench.bench_index", "--sizes", *sizes, "--out", str(out["index"])],
         "match": [py, "-m", "bench.bench_match", *match_args, "--out", str(out["match"])],
-        "dedup": [py, "-m", "bench.bench_match", *dedup_args, "--out", str(out["match"])],
     }
 
 

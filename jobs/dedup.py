@@ -153,6 +153,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         manifest = rows_for_floor(manifest, floor, cfg.index.search_breadth)
         rec.detail.update(search_breadth=cfg.index.search_breadth,
                           nprobe={str(r["partition"]): int(r["nprobe"]) for r in manifest})
+        log.info("%s %s: floor %.4f, nprobe by partition %s", JOB, run_id, floor, rec.detail["nprobe"])
         rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
                           incremental_since=str(since) if since else None)
 
