@@ -24,8 +24,7 @@ def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: 
     """``(qid, embedding)`` batches in, ``(qid, rank, score, face_id)`` hits out (rank 1 = best).
 
     The index version is loaded once per Python worker (``cached_searcher`` keyed by ``version`` and the
-    partitions' nprobe); only
-    plain values (manifest rows, k, threads) travel from the driver.
+    partitions' nprobe); only plain values (manifest rows, k, threads) travel from the driver.
     """
     from facelink.index.search import manifest_version
 

@@ -304,8 +304,8 @@ def nprobe_for_recall(
 
 
 #: Score levels at which ``nprobe_by_score`` measures the recall of neighbours scoring at least that much.
-#: Matching and de-duplication store only candidates above a calibrated floor (0.35 to 0.5 for
-#: mobilefacenet at 1:N gallery sizes), so what they need is the nprobe that finds those, not the nprobe
+#: Matching and de-duplication store only candidates above a calibrated floor (0.498 for a 1M synthetic
+#: gallery, bench/results/match.json), so what they need is the nprobe that finds those, not the nprobe
 #: that orders the ten nearest strangers (``nprobe_for_recall``), which on face embeddings is several
 #: times larger.
 SCORE_LEVELS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
