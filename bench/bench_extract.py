@@ -5,9 +5,10 @@ The same ``--photos`` lfw_dev photos (a seeded sample) go through, in one run:
 1. the bare reference loop (``bench.bare_reference.run_bare_reference``: cv2 YuNet, one thread, one
    photo at a time) with ``mobilefacenet_128d``;
 2. the extract job's face pipeline in this process (``udfs.pipeline.FacePipeline.process_batch`` built
-   with the job's settings, Arrow-batch sized calls): ``jobs.extract`` keeps its ``StageTimings`` in the
-   Python workers and exposes none (not in its result, nor in the ``runs`` counts), so the job's
-   decode / detect / align / quality / embed split is measured here;
+   with the job's settings, Arrow-batch sized calls): ``jobs.extract`` records its job-level seconds per
+   stage (open, pending, pipeline, check, merge) in ``audit``, reported as ``spark.job_seconds``, but its
+   ``StageTimings`` stay in the Python workers, so the decode / detect / align / quality / embed split is
+   measured here;
 3. in a Spark session on ``--master``: a warm-up ingest + extract of ``--warmup`` other photos (the first
    job of a session pays for JIT compilation, Python worker start-up and model loading; its time is
    reported as ``spark.warmup``), then ``jobs.ingest.run`` of the benchmark photos (timed, not part of the
@@ -141,8 +142,8 @@ def bench_split(cfg: Config, photos: Sequence[str], lfw_dir: Path) -> tuple[dict
     out: dict[str, Any] = {
         "source": (
             "in-process udfs.pipeline.FacePipeline.process_batch with the extract job's settings, "
-            f"{batch}-photo calls (the Arrow batch size), {settings.threads} thread(s): jobs.extract does not "
-            "expose its StageTimings (not in ExtractResult nor in the runs table)"
+            f"{batch}-photo calls (the Arrow batch size), {settings.threads} thread(s): the job's per-model "
+            "StageTimings stay in its Python workers"
         ),
         "wall_s": round(wall, 2),
         "photos_per_s": round(len(photos) / wall, 2),
@@ -187,6 +188,16 @@ def spark_embeddings(spark: Any, cfg: Config, run_id: str) -> dict[str, np.ndarr
         .select("record_id", "embedding").collect()
     )
     return {r["record_id"]: np.asarray(r["embedding"], np.float32) for r in rows}
+
+
+def job_seconds(spark: Any, cfg: Config, run_id: str) -> dict[str, float]:
+    """The extract run's seconds per stage, as it recorded them in ``audit``."""
+    from pyspark.sql import functions as F
+
+    from facelink.tables import read_table
+
+    row = read_table(spark, cfg, "audit").filter(F.col("run_id") == run_id).select("detail").first()
+    return dict(json.loads(row["detail"]).get("seconds", {})) if row and row["detail"] else {}
 
 
 def timed_extract(spark: Any, cfg: Config, run_id: str) -> tuple[Any, float]:
@@ -270,6 +281,7 @@ def bench_spark(cfg: Config, manifest: Path, n: int, warm_manifest: Path | None,
         }
         if res.photos != n:
             log.warning("extract processed %d photos, expected %d", res.photos, n)
+        out["job_seconds"] = job_seconds(spark, cfg, "bench-extract")
         embeddings = spark_embeddings(spark, cfg, "bench-extract")
         out["udf_only"] = udf_only(spark, cfg, n)
         return ingest_out, out, embeddings
@@ -341,6 +353,7 @@ def print_report(report: dict[str, Any]) -> None:
           f"{'met' if report['target_met'] else 'missed'}); per CPU-s {report['ratio_per_cpu_s']}")
     stages = ", ".join(f"{s} {split[f'{s}_ms_per_photo']:.2f}" for s in STAGES)
     print(f"stage split ms/photo: {stages}")
+    print(f"job seconds by stage: {report['spark'].get('job_seconds', {})}")
     print(f"peak RSS: worker max {mem['peak_worker_max_gib']} GiB, workers sum {mem['peak_workers_sum_gib']} GiB, "
           f"JVM {mem['peak_jvm_gib']} GiB")
     print(f"embeddings vs bare: {report['embeddings_vs_bare']}")
