@@ -143,6 +143,7 @@ class IndexConf:
     rebuild_growth: float = 0.5
     rebuild_recall_drop: float = 0.02
     threads: int = 2
+    search_threads: int = 2
     search_breadth: Literal["floor", "knn"] = "floor"
 
 
@@ -330,6 +331,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("ingest.partition_buckets: expected an integer >= 1")
     if cfg.spark.shuffle_partitions < 1:
         raise ConfigError("spark.shuffle_partitions: expected an integer >= 1")
+    for key, value in (("index.threads", cfg.index.threads), ("index.search_threads", cfg.index.search_threads)):
+        if value < 1:
+            raise ConfigError(f"{key}: expected an integer >= 1")
     for name in (cfg.models.detector, cfg.models.recogniser):
         if name not in cfg.models.registry:
             raise ConfigError(f"models: {name!r} is not in models.registry ({sorted(cfg.models.registry)})")

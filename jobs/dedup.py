@@ -163,7 +163,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         queries = searchable if since is None else searchable.filter(F.col("extracted_at") > F.lit(since))
         queries = queries.withColumn("qid", F.col("face_id")).cache()
         try:
-            hits = search_gallery(queries, manifest, version, cfg.dedup.k + 1, cfg.index.threads)
+            hits = search_gallery(queries, manifest, version, cfg.dedup.k + 1, cfg.index.search_threads)
             pairs = transform_pairs(hits, queries, gallery, floor)
             candidates = pairs.select(
                 F.lit(run_id).alias("run_id"), "pair_id", "record_id_a", "photo_id_a", "record_id_b", "photo_id_b",

@@ -107,7 +107,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
             F.monotonically_increasing_id().alias("qid"), "record_id", "photo_id", "face_index", "embedding",
             "quality_ok", "det_score",
         ).cache()
-        hits = search_gallery(queries, manifest, version, cfg.match.k, cfg.index.threads,
+        hits = search_gallery(queries, manifest, version, cfg.match.k, cfg.index.search_threads,
                               cfg.match.partitions or None).filter(F.col("score") >= F.lit(floor))
         gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).select(
             "face_id", F.col("record_id").alias("candidate_record_id"),

@@ -21,6 +21,8 @@ def test_base_and_env_merge_and_override() -> None:
         ("ingest.role=archive", "ingest.role: expected one of ['gallery', 'probe']"),
         ("models.recogniser=nope", "models: 'nope' is not in models.registry"),
         ("extract.flip_tta=maybe", "extract.flip_tta: expected true or false"),
+        ("index.search_threads=0", "index.search_threads: expected an integer >= 1"),
+        ("index.search_breadth=wide", "index.search_breadth: expected one of ['floor', 'knn']"),
         ("novalue", "expected key=value"),
     ],
 )
