@@ -93,3 +93,15 @@ def test_bad_arguments_raise() -> None:
         FaceDetector(DEFAULT_MODELS["mobilefacenet_128d"], MODELS_DIR)
     with pytest.raises(ValueError, match="fixed input"):
         FaceDetector(DEFAULT_MODELS["yunet_2023mar"], MODELS_DIR, input_size=320)
+
+
+def test_detector_batches_hold_a_bounded_number_of_pixels() -> None:
+    """64 photos at 960 in one call took a worker to 10.5 GB; large sizes run in smaller calls."""
+    sizes = {size: FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=size, max_batch=64).max_batch
+             for size in (320, 480, 960)}
+    assert sizes == {320: 64, 480: 28, 960: 7}
+    image = read_bgr(LFW_DIR / "AJ_Cook" / "AJ_Cook_0001.jpg")
+    big = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=960, max_batch=64)
+    found = big.detect_batch([image] * 9)
+    assert len(found) == 9 and all(len(d) >= 1 for d in found)
+    np.testing.assert_allclose(found[0].boxes, found[8].boxes)

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: Candidates kept (highest scores first) before NMS; cv2.FaceDetectorYN's default top_k.
 PRE_NMS_TOP_K = 5000
+#: Most input pixels per ONNX call, whatever ``max_batch`` says: YuNet's activations take ~180 bytes per
+#: input pixel, so 64 photos at 960 (59 M pixels) took a Python worker to 10.5 GB and the kernel killed it.
+#: This budget (64 photos at 320) holds a call to about 1.2 GB: 28 photos at 480, 16 at 640, 7 at 960.
+MAX_BATCH_PIXELS = 64 * 320 * 320
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ class FaceDetector:
         nms_iou: IoU above which a lower-scoring overlapping box is dropped.
         top_k: Most faces returned per photo (after NMS).
         threads: onnxruntime intra-op threads.
-        max_batch: Most photos per ONNX call in `detect_batch` (bounds memory: 32 x 640^2 is 157 MB).
+        max_batch: Most photos per ONNX call in `detect_batch`; fewer at large sizes, so that a call holds at
+            most ``MAX_BATCH_PIXELS`` input pixels.
     """
 
     def __init__(
@@ -148,7 +153,8 @@ class FaceDetector:
         shape = self._session.get_inputs()[0].shape
         if isinstance(shape[2], int) and (shape[2], shape[3]) != (input_size, input_size):
             raise ValueError(f"{spec.name} has a fixed input {shape}; it cannot run at {input_size}")
-        self.max_batch = 1 if shape[0] == 1 else max_batch
+        per_call = max(1, MAX_BATCH_PIXELS // (input_size * input_size))
+        self.max_batch = 1 if shape[0] == 1 else min(max_batch, per_call)
         self._input_name = self._session.get_inputs()[0].name
         self._grids = {s: self._grid(input_size // s) for s in YUNET_STRIDES}
 
