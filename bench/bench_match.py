@@ -303,7 +303,9 @@ def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[
                            "load_avg_1m_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench-match-") as tmp:
         root = lake or Path(tmp)
-        cfg = load_config("local", [f"lake.root={root / 'lake'}", f"spark.master={master}", *overrides])
+        # The synthetic vectors are shaped after mobilefacenet_128d on lfw_dev (reference_stats): name that model.
+        cfg = load_config("local", [f"lake.root={root / 'lake'}", f"spark.master={master}",
+                                    "models.recogniser=mobilefacenet_128d", *overrides])
         model_id = recogniser_id(cfg)
         stats = reference_stats()
         syn, run["generate"] = measured("generate", lambda: Synthetic(stats, gallery, probes))

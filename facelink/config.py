@@ -94,8 +94,11 @@ class ModelFile:
 @dataclass(frozen=True)
 class ModelsConf:
     detector: str = "yunet_dynamic"
-    recogniser: str = "mobilefacenet_128d"
+    recogniser: str = "mobilefacenet_128d"          # a registry recogniser or a name in ``fusions``
     registry: dict[str, ModelFile] = field(default_factory=dict)
+    # fusion name -> {registry recogniser: score weight}: the fused score is the weighted mean of the members'
+    # cosines, stored as one embedding (the members' unit vectors, each scaled by sqrt(weight), concatenated)
+    fusions: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,13 @@ class AuditConf:
 
 @dataclass(frozen=True)
 class ExtractConf:
-    detect_size: int = 320
+    detect_size: int = 480
     score_threshold: float = 0.6
     nms_iou: float = 0.3
-    batch_size: int = 64
+    batch_size: int = 8
+    detect_batch_size: int = 1
     threads_per_task: int = 1
-    flip_tta: bool = False
+    flip_tta: bool = True
     align_method: Literal["lstsq", "lmeds"] = "lstsq"
     photos_per_partition: int = 500
 
@@ -334,13 +338,30 @@ def _validate(cfg: Config) -> None:
     for key, value in (("index.threads", cfg.index.threads), ("index.search_threads", cfg.index.search_threads)):
         if value < 1:
             raise ConfigError(f"{key}: expected an integer >= 1")
-    for name in (cfg.models.detector, cfg.models.recogniser):
-        if name not in cfg.models.registry:
-            raise ConfigError(f"models: {name!r} is not in models.registry ({sorted(cfg.models.registry)})")
+    _validate_models(cfg.models)
     try:
         re.compile(cfg.ingest.record_id_pattern)
     except re.error as exc:
         raise ConfigError(f"ingest.record_id_pattern: not a valid regular expression: {exc}") from exc
+
+
+def _validate_models(models: ModelsConf) -> None:
+    if models.detector not in models.registry:
+        raise ConfigError(f"models: {models.detector!r} is not in models.registry ({sorted(models.registry)})")
+    known = sorted({*models.registry, *models.fusions})
+    if models.recogniser not in models.registry and models.recogniser not in models.fusions:
+        raise ConfigError(f"models: {models.recogniser!r} is not in models.registry or models.fusions ({known})")
+    for name, members in models.fusions.items():
+        if name in models.registry:
+            raise ConfigError(f"models.fusions.{name}: the name is taken by a registry model")
+        if len(members) < 2:
+            raise ConfigError(f"models.fusions.{name}: a fusion needs at least two recognisers")
+        for member, weight in members.items():
+            entry = models.registry.get(member)
+            if entry is None or entry.kind != "recogniser":
+                raise ConfigError(f"models.fusions.{name}.{member}: not a recogniser of models.registry")
+            if not weight > 0:
+                raise ConfigError(f"models.fusions.{name}.{member}: the weight must be > 0, got {weight}")
 
 
 def _build(tp: Any, value: Any, key: str) -> Any:  # noqa: C901 - one branch per supported type

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.models import recogniser_id
+from facelink.models import recogniser, recogniser_id, recogniser_names
 from facelink.tables import read_table
 from schemas.rejects import REASONS
 
@@ -184,11 +184,8 @@ def faces_frame(src: SuiteInputs) -> DataFrame:
     ``status_index_consistent`` (face rows have ``face_index >= 0``, status rows ``-1``).
     """
     cfg = src.cfg
-    dims = {
-        recogniser_id(cfg, name): entry.dim
-        for name, entry in cfg.models.registry.items() if entry.kind == "recogniser" and entry.dim
-    }
-    default_dim = cfg.models.registry[cfg.models.recogniser].dim
+    dims = {recogniser_id(cfg, name): recogniser(cfg, name).dim for name in recogniser_names(cfg)}
+    default_dim = recogniser(cfg).dim
     dim_map = F.create_map(*[x for k, v in dims.items() for x in (F.lit(k), F.lit(v))])
     ok = F.col("status") == "ok"
     squares = F.aggregate("embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x)

@@ -1,9 +1,29 @@
-"""The model registry of the configuration, as the wrappers' :class:`udfs.models.ModelSpec` values."""
+"""The model registry of the configuration, as the wrappers' :class:`udfs.models.ModelSpec` values, and the
+identity of the embeddings the configured extraction produces.
+
+The configured recogniser is one registry model or a fusion of several (``models.fusions``). A fusion is
+stored as one embedding: each member's unit vector scaled by the square root of its weight, concatenated
+(:func:`udfs.embed.fuse_embeddings`), so that the inner product of two fused embeddings is the weighted mean
+of the members' cosines. Index, match, dedup and calibration then work on it as on any single model.
+
+Everything that changes the vectors is in their ``model_id``: the recogniser (name and digest, or the
+fusion's name and a digest of its members and weights) and the extraction settings that differ from the
+reference extraction (YuNet at 320, no flip TTA, least-squares alignment). So faces, indexes and
+calibrations made under other settings are never mixed with the current ones.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+
 from facelink.config import Config, ConfigError
 from udfs.models import ModelSpec
+
+#: The extraction that ``model_id`` leaves unsaid; any other setting is appended to it.
+REFERENCE_DETECT_SIZE = 320
+REFERENCE_ALIGN_METHOD = "lstsq"
 
 
 def model_spec(cfg: Config, name: str) -> ModelSpec:
@@ -31,6 +51,81 @@ def model_spec(cfg: Config, name: str) -> ModelSpec:
         raise ConfigError(f"models.registry.{name}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class Recogniser:
+    """What turns an aligned face into the stored embedding: one model, or a weighted fusion of several.
+
+    Attributes:
+        name: Registry or fusion name.
+        members: The models, in the order their vectors are concatenated.
+        weights: Score weight of each member, summing to 1 (``(1.0,)`` for one model).
+    """
+
+    name: str
+    members: tuple[ModelSpec, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members or len(self.members) != len(self.weights):
+            raise ValueError(f"recogniser {self.name!r}: one weight per member, at least one member")
+        if abs(sum(self.weights) - 1.0) > 1e-9 or min(self.weights) <= 0:
+            raise ValueError(f"recogniser {self.name!r}: weights must be > 0 and sum to 1, got {self.weights}")
+
+    @property
+    def fused(self) -> bool:
+        return len(self.members) > 1
+
+    @property
+    def dim(self) -> int:
+        """Length of the stored embedding (the members' dimensions added up)."""
+        return sum(int(m.dim or 0) for m in self.members)
+
+    @property
+    def base_id(self) -> str:
+        """``name@digest12`` of the model, or of the fusion's members and weights."""
+        if not self.fused:
+            return self.members[0].model_id
+        content = json.dumps([[m.model_id, round(w, 9)] for m, w in zip(self.members, self.weights, strict=True)])
+        return f"{self.name}@{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
+def recogniser(cfg: Config, name: str | None = None) -> Recogniser:
+    """The configured (or named) recogniser: a registry model or a ``models.fusions`` entry.
+
+    Raises:
+        ConfigError: the name is in neither, or a member is not a recogniser.
+    """
+    name = name or cfg.models.recogniser
+    fusion = cfg.models.fusions.get(name)
+    if fusion is None:
+        spec = model_spec(cfg, name)
+        if spec.kind != "recogniser":
+            raise ConfigError(f"models.recogniser: {name!r} is a {spec.kind}, not a recogniser")
+        return Recogniser(name, (spec,), (1.0,))
+    total = float(sum(fusion.values()))
+    members = tuple(model_spec(cfg, member) for member in fusion)
+    return Recogniser(name, members, tuple(float(w) / total for w in fusion.values()))
+
+
+def extraction_suffix(detect_size: int, flip_tta: bool, align_method: str) -> str:
+    """What the extraction adds to a model id: ``""`` for the reference, else e.g. ``"+flip+d640"``."""
+    parts = []
+    if flip_tta:
+        parts.append("flip")
+    if detect_size != REFERENCE_DETECT_SIZE:
+        parts.append(f"d{detect_size}")
+    if align_method != REFERENCE_ALIGN_METHOD:
+        parts.append(align_method)
+    return "".join(f"+{p}" for p in parts)
+
+
 def recogniser_id(cfg: Config, name: str | None = None) -> str:
-    """The ``model_id`` (name@digest prefix) of the configured (or named) recogniser."""
-    return model_spec(cfg, name or cfg.models.recogniser).model_id
+    """The ``model_id`` of the embeddings the configured extraction makes with the configured (or named)
+    recogniser: its base id plus the extraction settings (see :func:`extraction_suffix`)."""
+    ex = cfg.extract
+    return recogniser(cfg, name).base_id + extraction_suffix(ex.detect_size, ex.flip_tta, ex.align_method)
+
+
+def recogniser_names(cfg: Config) -> list[str]:
+    """Every recogniser the configuration can name: registry recognisers and fusions."""
+    return [n for n, e in cfg.models.registry.items() if e.kind == "recogniser"] + list(cfg.models.fusions)

@@ -159,7 +159,7 @@ def run(spark: SparkSession, cfg: Config, limit: int | None = None, run_id: str 
         seed: int = 7, if_missing: bool = False) -> CalibrateResult | None:
     """Fit and store the calibration of the configured recogniser (``if_missing``: only when there is none)."""
     settings = ExtractSettings.from_config(cfg)
-    model_id = settings.recogniser.model_id
+    model_id = settings.model_id
     run_id = run_id or new_run_id(JOB)
     lfw_dir = Path(cfg.resolve(cfg.paths.data_dir)) / "lfw_dev"
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:

@@ -60,6 +60,7 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.models import recogniser_id
+from facelink.models import recogniser_names as configured_recognisers
 from facelink.runs import RunRecorder, new_run_id, require_accountability
 from facelink.tables import read_table, table_exists
 from schemas import get_spec
@@ -253,8 +254,7 @@ def recogniser_names(spark: SparkSession, cfg: Config) -> dict[str, str]:
     if not table_exists(spark, cfg, "index_manifest"):
         return {}
     indexed = [r[0] for r in read_table(spark, cfg, "index_manifest").select("model_id").distinct().collect()]
-    by_id = {recogniser_id(cfg, name): name for name, entry in cfg.models.registry.items()
-             if entry.kind == "recogniser"}
+    by_id = {recogniser_id(cfg, name): name for name in configured_recognisers(cfg)}
     missing = sorted(m for m in indexed if m not in by_id)
     if missing:
         raise InputError(f"index_manifest holds indexes of {missing}, which models.registry lacks: add the entries "

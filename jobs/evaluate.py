@@ -44,7 +44,7 @@ from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, e
 from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
-from facelink.models import model_spec
+from facelink.models import model_spec, recogniser_id
 from facelink.runs import RunRecorder, new_run_id
 from facelink.tables import replace_where
 from jobs import extract, ingest
@@ -140,7 +140,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         shutil.rmtree(work)
     work.mkdir(parents=True)
     model_ids = {r: model_spec(cfg, r).model_id for c in [*evaluated, default] for r in c.recognisers}
-    with RunRecorder(spark, cfg, JOB, run_id, model_id="+".join(model_ids[r] for r in default.recognisers)) as rec:
+    with RunRecorder(spark, cfg, JOB, run_id, model_id=recogniser_id(cfg)) as rec:
         rec.read("photos")
         store, faces_checks = _extract(spark, cfg, labelled, evaluated, default, work, run_id)
         rec.read("faces")
@@ -183,12 +183,11 @@ def _extract(spark: SparkSession, cfg: Config, labelled: LabelledSet, evaluated:
     res = ingest.run(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
     if res.rejects:
         log.warning("%d photos of %s were rejected at ingest: they count as failures", res.rejects, labelled.name)
-    for recogniser in default.recognisers:
-        extract.run(spark, cfg, role="gallery", run_id=f"{run_id}-extract-{recogniser}", recogniser=recogniser)
+    extract.run(spark, cfg, role="gallery", run_id=f"{run_id}-extract")
     variants = {v for c in [*evaluated, default] for v in c.variants}
     store = extract_variants(spark, cfg, labelled, variants, f"{cfg.lake_root.rstrip('/')}/evaluation/embeddings")
-    checks = [check_against_faces(spark, cfg, store, v) for v in default.variants]
-    return store, checks
+    weights = default.scoring.fusion_weights if default.fused else (1.0,)
+    return store, [check_against_faces(spark, cfg, store, default.variants, weights)]
 
 
 def _report(run_id: str, evaluated_at: dt.datetime, labelled: LabelledSet, settings: EvaluationSettings,

@@ -25,7 +25,8 @@ from pyspark.sql import types as T
 
 from facelink.config import Config
 from facelink.errors import AccountingError
-from facelink.models import model_spec
+from facelink.models import Recogniser, model_spec, recogniser_id
+from facelink.models import recogniser as recogniser_of
 from facelink.progress import stopwatch
 from facelink.runs import RunRecorder, new_run_id
 from facelink.tables import insert_new, read_table
@@ -46,12 +47,14 @@ class ExtractSettings:
 
     models_dir: str
     detector: ModelSpec
-    recogniser: ModelSpec
+    recogniser: Recogniser
+    model_id: str
     detect_size: int
     score_threshold: float
     nms_iou: float
     threads: int
     batch_size: int
+    detect_batch_size: int
     flip_tta: bool
     align_method: str
     max_pixels: int
@@ -62,12 +65,14 @@ class ExtractSettings:
         return cls(
             models_dir=cfg.resolve(cfg.paths.models_dir),
             detector=model_spec(cfg, cfg.models.detector),
-            recogniser=model_spec(cfg, recogniser or cfg.models.recogniser),
+            recogniser=recogniser_of(cfg, recogniser),
+            model_id=recogniser_id(cfg, recogniser),
             detect_size=cfg.extract.detect_size,
             score_threshold=cfg.extract.score_threshold,
             nms_iou=cfg.extract.nms_iou,
             threads=cfg.extract.threads_per_task,
             batch_size=cfg.extract.batch_size,
+            detect_batch_size=cfg.extract.detect_batch_size,
             flip_tta=cfg.extract.flip_tta,
             align_method=cfg.extract.align_method,
             max_pixels=cfg.ingest.max_pixels,
@@ -111,14 +116,16 @@ def make_extract_fn(settings: ExtractSettings) -> Callable[[Iterator[pd.DataFram
         from udfs.quality import QualityRule
 
         cv2.setNumThreads(settings.threads)
+        rec = settings.recogniser
         pipeline = build_pipeline(
-            settings.models_dir, settings.detector, [settings.recogniser], detect_size=settings.detect_size,
+            settings.models_dir, settings.detector, rec.members, detect_size=settings.detect_size,
             score_threshold=settings.score_threshold, nms_iou=settings.nms_iou, threads=settings.threads,
-            batch_size=settings.batch_size, flip_tta=settings.flip_tta,
+            batch_size=settings.batch_size, detect_batch_size=settings.detect_batch_size, flip_tta=settings.flip_tta,
             align_method=settings.align_method,  # type: ignore[arg-type]  # validated by the configuration
             quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels,
+            fusion_weights=rec.weights if rec.fused else None,
         )
-        model_id = settings.recogniser.model_id
+        model_id = settings.model_id
         columns = UDF_SCHEMA.fieldNames()
         for batch in batches:
             results = pipeline.process_batch([bytes(c) for c in batch["content"]])
@@ -166,7 +173,7 @@ def run(spark: SparkSession, cfg: Config, role: str | None = None, run_id: str |
         recogniser: str | None = None) -> ExtractResult:
     """Extract faces of every photo not yet processed with the configured recogniser."""
     settings = ExtractSettings.from_config(cfg, recogniser)
-    model_id = settings.recogniser.model_id
+    model_id = settings.model_id
     run_id = run_id or new_run_id(JOB)
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
         # Both tables are read at the versions recorded for the run, so that the count of pending photos and
@@ -213,7 +220,8 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
     parser.add_argument("--role", choices=["gallery", "probe"], default=None, help="default: both")
-    parser.add_argument("--recogniser", default=None, help="registry name; default models.recogniser")
+    parser.add_argument("--recogniser", default=None,
+                        help="registry or models.fusions name; default models.recogniser")
 
     def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         res = run(spark, cfg, args.role, args.run_id, args.recogniser)

@@ -20,6 +20,7 @@ from facelink.evaluation.protocols import (
     BootstrapSpec,
     dedup_metrics,
     false_candidates,
+    gallery_nonmate_tops,
     identification_metrics,
     search_outcomes,
 )
@@ -59,6 +60,19 @@ def test_search_outcomes_ranks_and_fnir_on_a_constructed_case() -> None:
     # With a one-candidate list the rank-2 mate is not returned.
     assert identification_metrics(outcome, (0.5,), (1,), k=1, boot=BOOT)["fnir_at_fpir"][0.5]["fnir"] == \
         pytest.approx(2 / 3)
+
+
+def test_gallery_leave_one_out_searches_are_the_records_without_a_mate() -> None:
+    nan = np.nan
+    gallery = np.array([
+        [nan, 0.90, 0.30, 0.20],   # identity 7, with a mate (record 1): not a non-mated search
+        [0.90, nan, 0.10, 0.40],   # identity 7
+        [0.30, 0.10, nan, 0.60],   # identity 8, alone: top 0.60
+        [0.20, 0.40, 0.60, nan],   # identity 9, alone: top 0.60
+    ])
+    tops = gallery_nonmate_tops(gallery, np.array([7, 7, 8, 9]))
+    assert tops.tolist() == [0.6, 0.6]
+    assert gallery_nonmate_tops(gallery[:2, :2], np.array([7, 7])).size == 0
 
 
 def test_dedup_recall_and_false_candidates_on_a_constructed_gallery() -> None:

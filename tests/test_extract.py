@@ -72,6 +72,7 @@ def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Con
     ingest.run(spark, cfg, str(folder))
     extract.run(spark, cfg)
     pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), [model_spec(cfg, "mobilefacenet_128d")],
+                          detect_size=cfg.extract.detect_size, flip_tta=cfg.extract.flip_tta,
                           quality_rule=QualityRule(), cached=False)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary")
     for row in faces.collect():

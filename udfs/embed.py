@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,32 @@ class FaceEmbedder:
         both = self._run(np.concatenate([crops_bgr, crops_bgr[:, :, ::-1]]))
         count = len(crops_bgr)
         return l2_normalise(l2_normalise(both[:count]) + l2_normalise(both[count:]))
+
+
+def fuse_embeddings(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """One embedding from several recognisers' unit embeddings of the same faces.
+
+    Each member's vectors are scaled by ``sqrt(weight)`` and concatenated, so for weights summing to 1 the
+    result has unit norm and the inner product of two fused embeddings is ``sum_i w_i * cos_i``: a weighted
+    mean of the members' cosine scores (linear score fusion) that FAISS computes like any other inner product.
+
+    Args:
+        vectors: Per member, float32 [N, d_i] unit rows (the same N faces in the same order).
+        weights: Per member, a weight > 0; the weights must sum to 1.
+
+    Returns:
+        float32 [N, sum d_i], unit rows.
+
+    Raises:
+        ValueError: Counts differ, a weight is not positive, or the weights do not sum to 1.
+    """
+    if len(vectors) != len(weights) or not vectors:
+        raise ValueError(f"one weight per member: {len(vectors)} members, {len(weights)} weights")
+    if min(weights) <= 0 or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be > 0 and sum to 1, got {list(weights)}")
+    rows = {len(v) for v in vectors}
+    if len(rows) != 1:
+        raise ValueError(f"members embedded different numbers of faces: {sorted(rows)}")
+    return np.concatenate(
+        [np.asarray(v, np.float32) * np.float32(np.sqrt(w)) for v, w in zip(vectors, weights, strict=True)], axis=1
+    )

@@ -21,7 +21,7 @@ import numpy as np
 from udfs.align import ARCFACE_112, AlignMethod, AlignTemplate, align
 from udfs.decode import DecodedImage, ImageDecodeError, decode_image
 from udfs.detect import Detections, FaceDetector
-from udfs.embed import FaceEmbedder
+from udfs.embed import FaceEmbedder, fuse_embeddings
 from udfs.models import ModelSpec, cache_key, get_cached
 from udfs.quality import QualityRule, measure_quality
 
@@ -135,12 +135,15 @@ class FacePipeline:
 
     Args:
         detector: The face detector.
-        embedders: One recogniser, or several by name; the first one fills each face's ``embedding``.
+        embedders: One recogniser, or several by name; the first one fills each face's ``embedding``
+            unless ``fusion_weights`` is given.
         quality_rule: Thresholds for ``quality_ok`` (default `QualityRule()`).
         max_pixels: Largest photo (width*height) decoded; larger ones are ``too_many_pixels``.
         chunk_size: Photos decoded and detected together; bounds memory to about chunk_size decoded photos
             (crops of the whole batch are kept for one embedding call per recogniser).
         align_method: Similarity fit, ``"lstsq"`` or ``"lmeds"`` (see `udfs.align`).
+        fusion_weights: One weight per embedder (in order, summing to 1): each face's ``embedding`` is then
+            the fusion of all of them (:func:`udfs.embed.fuse_embeddings`).
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class FacePipeline:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         chunk_size: int = 32,
         align_method: AlignMethod = "lstsq",
+        fusion_weights: Sequence[float] | None = None,
     ) -> None:
         if isinstance(embedders, FaceEmbedder):
             embedders = {embedders.spec.name: embedders}
@@ -158,8 +162,11 @@ class FacePipeline:
             raise ValueError("at least one embedder is required")
         if max_pixels < 1 or chunk_size < 1:
             raise ValueError("max_pixels and chunk_size must be >= 1")
+        if fusion_weights is not None and len(fusion_weights) != len(embedders):
+            raise ValueError(f"{len(fusion_weights)} fusion weights for {len(embedders)} embedders")
         self.detector = detector
         self.embedders: dict[str, FaceEmbedder] = dict(embedders)
+        self.fusion_weights = tuple(fusion_weights) if fusion_weights is not None else None
         self.quality_rule = quality_rule or QualityRule()
         self.max_pixels = max_pixels
         self.chunk_size = chunk_size
@@ -282,9 +289,10 @@ class FacePipeline:
                 name: embedder.embed(np.stack(crops[embedder.template.name]))
                 for name, embedder in self.embedders.items()
             }
+            fused = fuse_embeddings(list(vectors.values()), self.fusion_weights) if self.fusion_weights else None
         for i, face in enumerate(faces):
             face["embeddings"] = {name: v[i] for name, v in vectors.items()}
-            face["embedding"] = face["embeddings"][first]
+            face["embedding"] = fused[i] if fused is not None else face["embeddings"][first]
 
 
 def build_pipeline(
@@ -297,10 +305,12 @@ def build_pipeline(
     nms_iou: float = 0.3,
     threads: int = 1,
     batch_size: int = 64,
+    detect_batch_size: int | None = None,
     flip_tta: bool = False,
     quality_rule: QualityRule | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     align_method: AlignMethod = "lstsq",
+    fusion_weights: Sequence[float] | None = None,
     cached: bool = True,
 ) -> FacePipeline:
     """Build a `FacePipeline` from plain values, once per Python worker when ``cached``.
@@ -316,11 +326,13 @@ def build_pipeline(
         score_threshold: Detector score threshold.
         nms_iou: Detector NMS IoU.
         threads: onnxruntime intra-op threads per model (pin to the task's cores).
-        batch_size: Photos per detector call and crops per recogniser call.
+        batch_size: Crops per recogniser call, and photos decoded and detected per chunk.
+        detect_batch_size: Photos per detector call (default ``batch_size``).
         flip_tta: Average each embedding with its mirror's.
         quality_rule: Quality thresholds (default `QualityRule()`).
         max_pixels: Decode limit.
         align_method: Similarity fit, ``"lstsq"`` or ``"lmeds"``.
+        fusion_weights: Per recogniser, its weight in the fused ``embedding`` (None: the first one's).
         cached: Reuse a pipeline built with the same arguments in this process.
     """
     rule = quality_rule or QualityRule()
@@ -333,7 +345,7 @@ def build_pipeline(
             score_threshold,
             nms_iou,
             threads=threads,
-            max_batch=batch_size,
+            max_batch=detect_batch_size or batch_size,
         )
         embedders = {
             spec.name: FaceEmbedder(
@@ -341,12 +353,13 @@ def build_pipeline(
             )
             for spec in recogniser_specs
         }
-        return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method)
+        return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method, fusion_weights)
 
     if not cached:
         return factory()
     key = cache_key(
         detector_spec, threads, Path(models_dir), *(s.model_id for s in recogniser_specs), detect_size,
-        score_threshold, nms_iou, batch_size, flip_tta, rule, max_pixels, align_method,
+        score_threshold, nms_iou, batch_size, detect_batch_size, flip_tta, rule, max_pixels, align_method,
+        fusion_weights,
     )  # fmt: skip
     return get_cached(key, factory)

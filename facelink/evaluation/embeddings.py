@@ -35,10 +35,10 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.evaluation import EvaluationError
 from facelink.evaluation.dataset import LabelledSet
-from facelink.models import model_spec
+from facelink.models import model_spec, recogniser_id
 from facelink.tables import read_table
 from jobs.extract import ExtractSettings
-from udfs.embed import FaceEmbedder
+from udfs.embed import FaceEmbedder, fuse_embeddings
 from udfs.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _build_pass_pipeline(settings: PassSettings) -> Any:
 
     def factory() -> FacePipeline:
         detector = FaceDetector(b.detector, b.models_dir, b.detect_size, b.score_threshold, b.nms_iou,
-                                threads=b.threads, max_batch=b.batch_size)
+                                threads=b.threads, max_batch=b.detect_batch_size)
         embedders: dict[str, FaceEmbedder] = {}
         for spec in settings.recognisers:
             embedders[spec.name] = FaceEmbedder(spec, b.models_dir, threads=b.threads, batch_size=b.batch_size)
@@ -294,8 +294,10 @@ def _fill(store: EmbeddingStore, rows: pd.DataFrame, size: int, variants: Sequen
         store.vectors[v] = l2_rows(base + plain[v.recogniser + MIRROR]) if v.flip_tta else base
 
 
-def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore, variant: Variant) -> dict[str, Any]:
-    """Compare the ``faces`` table's primary embeddings of the set with the cached ``variant``.
+def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore, variants: Sequence[Variant],
+                        weights: Sequence[float] = (1.0,)) -> dict[str, Any]:
+    """Compare the ``faces`` table's primary embeddings of the set (model id :func:`recogniser_id` of ``cfg``)
+    with the cached ``variants``, fused with ``weights`` when there are several (as production fuses).
 
     Returns:
         ``model_id``, ``compared`` (photos with a face on both sides), ``face_mismatch`` (photos with a face
@@ -303,33 +305,35 @@ def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore,
 
     Raises:
         EvaluationError: The two disagree: ``faces`` was extracted with other settings than the configured
-            ones (flip TTA, detector size, thresholds). Evaluate in a fresh lake, or re-extract.
+            ones (thresholds, alignment). Evaluate in a fresh lake, or re-extract.
     """
-    spec = model_spec(cfg, variant.recogniser)
+    model_id = recogniser_id(cfg)
     set_ids = spark.createDataFrame([(r,) for r in store.record_ids], "record_id string")
     faces = (
         read_table(spark, cfg, "faces")
-        .filter((F.col("model_id") == spec.model_id) & (F.col("face_index") >= 0) & F.col("is_primary"))
+        .filter((F.col("model_id") == model_id) & (F.col("face_index") >= 0) & F.col("is_primary"))
         .join(F.broadcast(set_ids), "record_id", how="inner")
         .select("record_id", "embedding").toPandas()
     )
     pos = {r: i for i, r in enumerate(store.record_ids)}
-    cached = store.get(variant)
+    members = [store.get(v) for v in variants]
+    cached = fuse_embeddings(members, weights) if len(members) > 1 else members[0]
     table = np.full_like(cached, np.nan)
     for rid, emb in zip(faces["record_id"], faces["embedding"], strict=True):
         table[pos[rid]] = np.asarray(emb, np.float32)
     in_table, in_cache = ~np.isnan(table[:, 0]), ~np.isnan(cached[:, 0])
     both = in_table & in_cache
     diff = float(np.max(np.abs(table[both] - cached[both]))) if both.any() else 0.0
-    result = {"model_id": spec.model_id, "variant": variant.label, "compared": int(both.sum()),
+    label = " + ".join(v.label for v in variants)
+    result = {"model_id": model_id, "variant": label, "compared": int(both.sum()),
               "face_mismatch": int((in_table != in_cache).sum()), "max_abs_diff": diff}
     if result["face_mismatch"] or diff > FACES_TOLERANCE:
         raise EvaluationError(
-            f"faces rows of {spec.model_id} disagree with the configured pipeline ({variant.label}): {result}; "
-            "they were extracted with other settings (flip TTA, detector size, thresholds): evaluate in a "
+            f"faces rows of {model_id} disagree with the configured pipeline ({label}): {result}; "
+            "they were extracted with other settings (thresholds, alignment): evaluate in a "
             "fresh lake (--set lake.root=...) or re-extract"
         )
-    log.info("faces table matches the cached %s: %s", variant.label, result)
+    log.info("faces table matches the cached %s: %s", label, result)
     return result
 
 
@@ -348,8 +352,9 @@ def measure_cost(cfg: Config, variant: Variant, photos: Sequence[bytes], repeats
 
     base = ExtractSettings.from_config(cfg, variant.recogniser)
     pipeline = build_pipeline(
-        base.models_dir, base.detector, [base.recogniser], detect_size=variant.detect_size,
+        base.models_dir, base.detector, base.recogniser.members, detect_size=variant.detect_size,
         score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1, batch_size=base.batch_size,
+        detect_batch_size=base.detect_batch_size,
         flip_tta=variant.flip_tta, quality_rule=QualityRule(**base.quality), max_pixels=base.max_pixels,
         align_method=base.align_method, cached=False,  # type: ignore[arg-type]
     )

@@ -150,6 +150,27 @@ def search_outcomes(scores: np.ndarray, mates: Sequence[Sequence[int] | np.ndarr
     return SearchOutcome(m_scores, m_ranks, tops)
 
 
+def gallery_nonmate_tops(gallery_scores: np.ndarray, identity: np.ndarray) -> np.ndarray:
+    """Top scores of the gallery's leave-one-out non-mated searches.
+
+    Each gallery record whose identity has no other gallery record searches the rest of the gallery: it
+    has no mate there, so its best score is a non-mated search's top score (NIST FRTE's unmated searches
+    are made the same way from enrolled people when the probe set is small).
+
+    Args:
+        gallery_scores: float [G, G] record-vs-record scores, NaN on the diagonal.
+        identity: int [G] identity code of each record.
+
+    Returns:
+        float [L] the best score of each such record (-inf when it has no scores).
+    """
+    codes = np.asarray(identity)
+    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    alone = np.flatnonzero(counts[inverse] == 1)
+    rows = gallery_scores[alone]
+    return np.where(np.isnan(rows), -np.inf, rows).max(axis=1) if rows.size else np.zeros(0)
+
+
 def identification_metrics(
     outcome: SearchOutcome, fpir_targets: Sequence[float], ranks: Sequence[int], k: int, boot: BootstrapSpec,
 ) -> dict[str, Any]:

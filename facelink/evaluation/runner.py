@@ -25,6 +25,7 @@ from facelink.evaluation.protocols import (
     dedup_metrics,
     false_candidates,
     fill_failures,
+    gallery_nonmate_tops,
     group_rates,
     identification_metrics,
     nonmate_threshold,
@@ -137,6 +138,9 @@ def _search(inputs: Inputs, proto: SearchProtocol, config: EvalConfig, boot: Boo
     raw = search_matrices(config, inputs.store, proto, cals)
     mats = normalised(config, raw)
     outcome = search_outcomes(mats.probe_gallery, proto.mates)
+    if s.gallery_nonmated:
+        loo = gallery_nonmate_tops(mats.gallery_gallery, proto.gallery_identity)
+        outcome = SearchOutcome(outcome.mate_scores, outcome.mate_ranks, np.concatenate([outcome.nonmate_top, loo]))
     ident = identification_metrics(outcome, s.fpir_targets, s.ranks, inputs.k, boot)
     out.curves["identification_det"][config.name] = ident.pop("curves")["det"]
     out.report["identification"][config.name] = ident

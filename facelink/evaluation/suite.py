@@ -333,7 +333,7 @@ class PairScorer:
     def calibrations(self, folds: Sequence[int]) -> dict[str, Calibration]:
         """Per-recogniser calibrations fitted on all pairs within each of ``folds`` (none unless fused)."""
         key = tuple(sorted(folds))
-        if not self.config.fused:
+        if not self.config.calibrated_fusion:
             return {}
         if key not in self._cals:
             photos = np.flatnonzero(np.isin(self.photo_fold, key))
@@ -352,8 +352,8 @@ class PairScorer:
         for v in self.config.variants:
             x = self.store.get(v)[idx].astype(np.float64)
             per_model.append(x @ x.T)
-        s = fuse(per_model, [cals[v.recogniser] for v in self.config.variants] if self.config.fused else [],
-                 self.config.scoring.fusion_method)
+        s = fuse(per_model, [cals[v.recogniser] for v in self.config.variants] if self.config.calibrated_fusion
+                 else [], self.config.scoring)
         np.fill_diagonal(s, np.nan)
         sc = self.config.scoring
         if sc.cohort_norm == "none":
@@ -363,8 +363,8 @@ class PairScorer:
         for v in self.config.variants:
             x = self.store.get(v).astype(np.float64)
             cohort_per_model.append(x[idx] @ x[pool].T)
-        c = fuse(cohort_per_model, [cals[v.recogniser] for v in self.config.variants] if self.config.fused else [],
-                 sc.fusion_method)
+        c = fuse(cohort_per_model, [cals[v.recogniser] for v in self.config.variants]
+                 if self.config.calibrated_fusion else [], sc)
         cohort = cohort_stats_input(c, sc.cohort_exclude_top, sc.cohort_size)
         return normalise(s, cohort, cohort, sc.cohort_norm)
 
@@ -389,7 +389,7 @@ class PairScorer:
         folds = proto.folds
         per_fold: dict[int, dict[float, dict[str, float]]] = {}
         for i, h in enumerate(folds):
-            if self.config.fused:
+            if self.config.calibrated_fusion:
                 nxt = folds[(i + 1) % len(folds)]
                 cals = self.calibrations([g for g in folds if g not in (h, nxt)])
                 fit_folds = [nxt]
@@ -472,7 +472,7 @@ def normalised(config: EvalConfig, m: SearchMatrices, cols: np.ndarray | None = 
 def search_calibrations(config: EvalConfig, store: EmbeddingStore, labelled: LabelledSet, proto: SearchProtocol,
                         max_nonmates: int, seed: int, model_ids: Mapping[str, str]) -> dict[str, Calibration]:
     """Per-recogniser maps for 1:N fusion, fitted on the set's photos of people who are never probes."""
-    if not config.fused:
+    if not config.calibrated_fusion:
         return {}
     pool = np.array([i for i, ident in enumerate(labelled.identities) if ident not in proto.excluded_identities])
     ident = labelled.identity_codes()

@@ -8,7 +8,13 @@ alone on top of it, the configured default and everything combined, so one run m
 
 Order of operations for one pair of records: per recogniser, photo scores (cosine) reduced over the
 records' photos by the template rule; then the recognisers' scores fused as the sum of ``-log10 FMR``
-(:func:`facelink.calibration.fuse_scores_fmr`); then cohort normalisation of the fused score.
+(:func:`facelink.calibration.fuse_scores_fmr`), or their weighted mean (``linear``: what production's fused
+recogniser computes, :func:`udfs.embed.fuse_embeddings`); then cohort normalisation of the fused score.
+
+The ``default`` configuration is what the production jobs do with the configuration given: the configured
+recogniser (one model or a ``models.fusions`` entry, linear fusion with its weights), ``extract.flip_tta`` and
+``extract.detect_size``, and a record scored by its best photo (match and dedup search every photo's face and
+list a record by its best-scoring one), without cohort normalisation.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 from facelink.calibration import Calibration, cohort_normalise, fuse_scores_fmr
 from facelink.config import Config
 from facelink.evaluation.embeddings import EmbeddingStore, Variant, l2_rows
+from facelink.models import recogniser
+from udfs.embed import fuse_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,9 @@ class ScoringConf:
 
     Attributes:
         recognisers: Recognisers whose scores are fused; empty = ``models.recogniser`` alone.
-        fusion_method: ``sum`` or ``mean`` of the per-recogniser ``-log10 FMR`` evidence.
+        fusion_method: ``sum`` or ``mean`` of the per-recogniser ``-log10 FMR`` evidence, or ``linear``: the
+            weighted mean of the cosines (``fusion_weights``), computed on the fused embedding as production does.
+        fusion_weights: Per recogniser, its weight in ``linear`` fusion (summing to 1).
         template: How a record with several photos is scored: ``single`` (its most recent photo with a
             face), ``embedding_mean`` (quality-weighted mean of its photos' embeddings, re-normalised),
             ``score_mean`` (quality-weighted mean of the photo scores) or ``score_max``.
@@ -54,7 +64,8 @@ class ScoringConf:
     """
 
     recognisers: tuple[str, ...] = ()
-    fusion_method: Literal["sum", "mean"] = "sum"
+    fusion_method: Literal["sum", "mean", "linear"] = "sum"
+    fusion_weights: tuple[float, ...] = ()
     template: TemplateRule = "embedding_mean"
     quality_weighting: bool = True
     low_quality_weight: float = 0.25
@@ -71,6 +82,10 @@ class ScoringConf:
             raise ValueError("scoring.cohort_exclude_top must be >= 0 and scoring.cohort_size >= 2")
         if not 0.0 <= self.low_quality_weight <= 1.0:
             raise ValueError("scoring.low_quality_weight must be in [0, 1]")
+        if self.fusion_method not in ("sum", "mean", "linear"):
+            raise ValueError(f"scoring.fusion_method: unknown method {self.fusion_method!r}")
+        if self.fusion_method == "linear" and self.recognisers and len(self.fusion_weights) != len(self.recognisers):
+            raise ValueError("scoring.fusion_weights: linear fusion needs one weight per recogniser")
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ class EvalConfig:
         return len(self.recognisers) > 1
 
     @property
+    def calibrated_fusion(self) -> bool:
+        """Fusion through per-recogniser calibrated FMR maps (linear fusion needs none)."""
+        return self.fused and self.scoring.fusion_method != "linear"
+
+    @property
     def variants(self) -> list[Variant]:
         return [Variant(r, self.flip_tta, self.detect_size) for r in self.recognisers]
 
@@ -101,22 +121,16 @@ class EvalConfig:
         }
 
 
-def scoring_conf(cfg: Config) -> ScoringConf:
-    """The configured ``scoring`` section, or the defaults of :class:`ScoringConf` while config lacks it."""
-    section = getattr(cfg, "scoring", None)
-    if section is None:
-        return ScoringConf()
-    values = {k: getattr(section, k) for k in ScoringConf.__dataclass_fields__ if hasattr(section, k)}
-    if "recognisers" in values:
-        values["recognisers"] = tuple(values["recognisers"])
-    return ScoringConf(**values)
-
-
 def default_config(cfg: Config) -> EvalConfig:
-    """The configured pipeline: ``extract.*``, ``models.recogniser`` and ``scoring.*``."""
-    scoring = scoring_conf(cfg)
-    recognisers = tuple(scoring.recognisers) or (cfg.models.recogniser,)
-    return EvalConfig("default", recognisers, cfg.extract.flip_tta, cfg.extract.detect_size, scoring)
+    """What the production jobs do with ``cfg`` (see the module docstring)."""
+    rec = recogniser(cfg)
+    names = tuple(m.name for m in rec.members)
+    scoring = ScoringConf(
+        recognisers=names if rec.fused else (), fusion_method="linear" if rec.fused else "sum",
+        fusion_weights=rec.weights if rec.fused else (), template="score_max", quality_weighting=False,
+        cohort_norm="none",
+    )
+    return EvalConfig("default", names, cfg.extract.flip_tta, cfg.extract.detect_size, scoring)
 
 
 REFERENCE = EvalConfig(
@@ -125,39 +139,48 @@ REFERENCE = EvalConfig(
 )
 
 
+#: Each technique's settings when it is measured alone (on top of the reference) and in ``all``.
+TEMPLATES = ScoringConf(template="embedding_mean", quality_weighting=True, low_quality_weight=0.25,
+                        cohort_norm="none")
+COHORT = ScoringConf(template="single", quality_weighting=False, cohort_norm="symmetric", cohort_exclude_top=10,
+                     cohort_size=50)
+
+
 def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequence[int]) -> list[EvalConfig]:
     """The configurations to measure, by name.
 
-    Names: ``reference`` (bare single-photo MobileFaceNet at 320), ``flip_tta``, ``templates``, ``fusion``,
-    ``cohort_norm``, ``detect_size`` (one ``detect_<n>`` per alternative size), each the reference plus that
-    one technique (with the configured setting where the configuration switches it on, else a sensible
-    one); ``default`` (the configured pipeline) and ``all`` (every technique on, at the configured size).
+    Names: ``reference`` (bare single-photo MobileFaceNet at 320); each technique alone on top of it:
+    ``flip_tta``, ``templates`` (quality-weighted mean embedding of a record's photos), ``fusion`` (the
+    configured fusion, linear with its weights, or MobileFaceNet + dlib linear with equal weights when the
+    configured recogniser is one model), ``fusion_fmr`` (the same recognisers fused as the sum of their
+    calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one ``detect_<n>`` per
+    alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every technique on, at
+    the configured detector size).
 
     Raises:
         ValueError: An unknown name.
     """
     default = default_config(cfg)
-    ds = default.scoring
     ref = REFERENCE
-    template = ds.template if ds.template != "single" else "embedding_mean"
-    cohort = ds.cohort_norm if ds.cohort_norm != "none" else "symmetric"
-    fusion = default.recognisers if len(default.recognisers) > 1 else FUSION_RECOGNISERS
+    if default.scoring.fusion_method == "linear":
+        fusion, weights = default.recognisers, default.scoring.fusion_weights
+    else:
+        fusion, weights = FUSION_RECOGNISERS, tuple(1.0 / len(FUSION_RECOGNISERS) for _ in FUSION_RECOGNISERS)
+    linear = replace(ref.scoring, recognisers=fusion, fusion_method="linear", fusion_weights=weights)
     alone = {
         "reference": [ref],
         "flip_tta": [replace(ref, name="flip_tta", flip_tta=True)],
-        "templates": [replace(ref, name="templates", scoring=replace(
-            ref.scoring, template=template, quality_weighting=ds.quality_weighting,
-            low_quality_weight=ds.low_quality_weight))],
-        "fusion": [replace(ref, name="fusion", recognisers=tuple(fusion),
-                           scoring=replace(ref.scoring, fusion_method=ds.fusion_method))],
-        "cohort_norm": [replace(ref, name="cohort_norm", scoring=replace(
-            ref.scoring, cohort_norm=cohort, cohort_exclude_top=ds.cohort_exclude_top,
-            cohort_size=ds.cohort_size))],
+        "templates": [replace(ref, name="templates", scoring=TEMPLATES)],
+        "fusion": [replace(ref, name="fusion", recognisers=fusion, scoring=linear)],
+        "fusion_fmr": [replace(ref, name="fusion_fmr", recognisers=fusion,
+                               scoring=replace(ref.scoring, recognisers=fusion, fusion_method="sum"))],
+        "cohort_norm": [replace(ref, name="cohort_norm", scoring=COHORT)],
         "detect_size": [replace(ref, name=f"detect_{n}", detect_size=n) for n in alt_detect_sizes
                         if n != ref.detect_size],
         "default": [default],
-        "all": [EvalConfig("all", tuple(fusion), True, default.detect_size, replace(
-            ds, template=template, cohort_norm=cohort))],
+        "all": [EvalConfig("all", fusion, True, default.detect_size, replace(
+            TEMPLATES, recognisers=fusion, fusion_method="linear", fusion_weights=weights, cohort_norm="symmetric",
+            cohort_exclude_top=COHORT.cohort_exclude_top, cohort_size=COHORT.cohort_size))],
     }
     out: list[EvalConfig] = []
     for name in names:
@@ -271,11 +294,14 @@ def _nan_mask(va: np.ndarray, vb: np.ndarray) -> np.ndarray:
     return ma[:, None] + mb[None, :]
 
 
-def fuse(per_model: Sequence[np.ndarray], calibrations: Sequence[Calibration], method: str) -> np.ndarray:
-    """Fuse per-recogniser cosine matrices (NaN kept) into one ``sum -log10 FMR`` matrix; one model: as is."""
+def fuse(per_model: Sequence[np.ndarray], calibrations: Sequence[Calibration], scoring: ScoringConf) -> np.ndarray:
+    """Fuse per-recogniser cosine matrices (NaN kept): their weighted mean (``linear``) or the ``sum``/``mean``
+    of their calibrated ``-log10 FMR``; one model: as is."""
     if len(per_model) == 1:
         return per_model[0]
-    return fuse_scores_fmr(per_model, calibrations, method)  # type: ignore[arg-type]
+    if scoring.fusion_method == "linear":
+        return np.sum([w * m for w, m in zip(scoring.fusion_weights, per_model, strict=True)], axis=0)
+    return fuse_scores_fmr(per_model, calibrations, scoring.fusion_method)  # type: ignore[arg-type]
 
 
 def cohort_stats_input(scores: np.ndarray, exclude_top: int, size: int) -> np.ndarray:
@@ -330,12 +356,18 @@ def config_record_scores(
     config: EvalConfig, store: EmbeddingStore, a: Records, b: Records, calibrations: Mapping[str, Calibration],
 ) -> np.ndarray:
     """Raw (fused, not normalised) scores of records ``a`` against ``b`` under ``config``."""
+    if config.fused and config.scoring.fusion_method == "linear":
+        # As production: one fused embedding per photo, then the template rule over it.
+        vectors = [store.get(v) for v in config.variants]
+        x = fuse_embeddings(vectors, config.scoring.fusion_weights)
+        w = photo_weights(store, config.variants[0], config.scoring)
+        return record_scores(a, b, x, w, config.scoring.template)
     per_model = []
     for v in config.variants:
         per_model.append(record_scores(a, b, store.get(v), photo_weights(store, v, config.scoring),
                                        config.scoring.template))
-    cals = [calibrations[v.recogniser] for v in config.variants] if config.fused else []
-    return fuse(per_model, cals, config.scoring.fusion_method)
+    cals = [calibrations[v.recogniser] for v in config.variants] if config.calibrated_fusion else []
+    return fuse(per_model, cals, config.scoring)
 
 
 def as_dict(config: EvalConfig) -> dict[str, Any]:
