@@ -49,30 +49,31 @@ def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFram
     """Insert the rows whose key is not yet in the table, in one Delta commit; return how many.
 
     Rows already present (same key) are left as they are, so reruns are idempotent. When nothing is new no
-    commit is made at all, so a rerun leaves the table's version unchanged. ``pinned`` says that ``rows``
-    is already materialised (a local checkpoint): only the cheap anti-join against the table's keys is then
-    evaluated again by the merge, and no second copy of the rows is made.
+    commit is made at all, so a rerun leaves the table's version unchanged.
+
+    ``pinned`` says that ``rows`` is materialised (a local checkpoint), not empty, and made of keys that were
+    absent at the table version the caller read (extract's pending photos). The MERGE alone then inserts
+    the rows still absent, so a concurrent writer's rows are kept and nothing is inserted twice, and its own
+    metrics give the count: no separate anti-join and count before it (one scan of the table's keys fewer).
     """
     rows = spec.conform(rows)
     assert_schema(rows, spec)
     target = ensure_table(spark, cfg, spec)
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+    if pinned:
+        metrics = target.alias("t").merge(rows.alias("s"), cond).whenNotMatchedInsertAll().execute().first()
+        count = int(metrics["num_inserted_rows"]) if metrics is not None else 0
+        log.info("%s: %d new rows", spec.name, count)
+        return count
     existing = target.toDF().select(*spec.key)
     # Pinned with a local checkpoint, not cache(): Delta's MERGE re-plans its source and misses the cache, so
-    # an expensive source (extract's face pipeline, ingest's decoding) would run a second time (measured: the
-    # pipeline ran twice per photo with cache()).
-    new_rows = rows.join(existing, on=list(spec.key), how="left_anti")
-    if not pinned:
-        new_rows = new_rows.localCheckpoint(eager=True)
+    # an expensive source (ingest's decoding) would run a second time (measured: extract's face pipeline ran
+    # twice per photo with cache()).
+    new_rows = rows.join(existing, on=list(spec.key), how="left_anti").localCheckpoint(eager=True)
     try:
         count = new_rows.count()
         if count:
-            cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
-            (
-                target.alias("t")
-                .merge(new_rows.alias("s"), cond)
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+            target.alias("t").merge(new_rows.alias("s"), cond).whenNotMatchedInsertAll().execute()
         log.info("%s: %d new rows", spec.name, count)
         return count
     finally:

@@ -203,8 +203,11 @@ def run(spark: SparkSession, cfg: Config, role: str | None = None, run_id: str |
                 if photos_out != n_photos:
                     raise AccountingError(f"extract lost photos: {n_photos} in, {photos_out} with rows out")
             with stopwatch(seconds, "merge"):
-                if n_faces + n_status:
-                    insert_new(spark, cfg, FACES, rows, pinned=True)
+                inserted = insert_new(spark, cfg, FACES, rows, pinned=True) if n_faces + n_status else 0
+                if inserted != n_faces + n_status:
+                    log.warning("extract %s: %d of %d faces rows were already there (a concurrent extract of the "
+                                "same photos): kept as they were", run_id, n_faces + n_status - inserted,
+                                n_faces + n_status)
         finally:
             rows.unpersist()
         rec.detail.update(seconds={k: round(v, 2) for k, v in seconds.items()})

@@ -301,7 +301,7 @@ def fuse(per_model: Sequence[np.ndarray], calibrations: Sequence[Calibration], s
         return per_model[0]
     if scoring.fusion_method == "linear":
         return np.sum([w * m for w, m in zip(scoring.fusion_weights, per_model, strict=True)], axis=0)
-    return fuse_scores_fmr(per_model, calibrations, scoring.fusion_method)  # type: ignore[arg-type]
+    return fuse_scores_fmr(per_model, calibrations, scoring.fusion_method)
 
 
 def cohort_stats_input(scores: np.ndarray, exclude_top: int, size: int) -> np.ndarray:
