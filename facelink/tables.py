@@ -49,12 +49,14 @@ def insert_new(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFram
     """Insert the rows whose key is not yet in the table, in one Delta commit; return how many.
 
     Rows already present (same key) are left as they are, so reruns are idempotent. When nothing is new no
-    commit is made at all, so a rerun leaves the table's version unchanged.
+    commit is made at all, so a rerun leaves the table's version unchanged (unless ``pinned``).
 
     ``pinned`` says that ``rows`` is materialised (a local checkpoint), not empty, and made of keys that were
     absent at the table version the caller read (extract's pending photos). The MERGE alone then inserts
     the rows still absent, so a concurrent writer's rows are kept and nothing is inserted twice, and its own
     metrics give the count: no separate anti-join and count before it (one scan of the table's keys fewer).
+    The caller makes sure such rows exist (a job with nothing pending does not call this), so only a race
+    with a concurrent writer of the same keys can make this MERGE commit a version that inserts nothing.
     """
     rows = spec.conform(rows)
     assert_schema(rows, spec)

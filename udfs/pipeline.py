@@ -93,8 +93,8 @@ class PhotoResult:
         faces: One dict per face, by descending detector score, with keys ``face_index`` (int),
             ``box`` (float32 [4] x, y, w, h), ``landmarks`` (float32 [5,2]), ``det_score``, every
             `FaceQuality` field, ``quality_ok`` (bool), ``quality_reasons`` (list[str]), ``is_primary``
-            (bool, exactly one True), ``embedding`` (float32 [dim] of the first recogniser) and
-            ``embeddings`` ({recogniser name: float32 [dim]}).
+            (bool, exactly one True), ``embedding`` (float32: the first recogniser's, or the fusion of all
+            of them when the pipeline has fusion weights) and ``embeddings`` ({recogniser name: float32 [dim]}).
     """
 
     status: PhotoStatus
