@@ -146,7 +146,8 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         rec.read("faces")
         proto_pairs = _pairs(labelled, pairs, settings)
         search = build_search_protocol(labelled, work / "protocol", sample, settings.sample_seed) if sample else None
-        outputs = evaluate(Inputs(labelled, store, proto_pairs, search, settings, cfg.match.k, model_ids), evaluated)
+        outputs = evaluate(Inputs(labelled, store, proto_pairs, search, settings, cfg.match.k, model_ids,
+                                  cfg.extract.align_method, recogniser_id(cfg)), evaluated)
         costs = _costs(cfg, labelled, evaluated, settings.timing_photos)
         evaluated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         report = _report(run_id, evaluated_at, labelled, settings, outputs, costs, faces_checks, proto_pairs, search,

@@ -159,6 +159,8 @@ def test_evaluate_job_writes_figures_groups_and_report(spark: SparkSession,
     assert ref["value"] > 0.9 and ref["ci_low"] <= ref["value"] <= ref["ci_high"] and ref["n"] > 1000
     assert ref["model_id"].startswith("mobilefacenet_128d@") and len(ref["data_digest"]) == 64
     assert by[("verification", "fusion", "accuracy", "all")]["model_id"].startswith("fuse:mobilefacenet_128d@")
+    # Row model ids name the extraction as production's model_id does: the reference at 320 adds nothing.
+    assert by[("verification", "flip_tta", "accuracy", "all")]["model_id"] == ref["model_id"] + "+flip"
     tar = by[("verification", "reference", "tar_at_far_1e-2", "all")]
     assert tar["threshold"] is not None and 0 < tar["value"] <= 1
 

@@ -44,6 +44,7 @@ from facelink.evaluation.suite import (
 )
 from facelink.evaluation.techniques import EvalConfig, as_dict
 from facelink.metrics import threshold_at_fmr
+from facelink.models import extraction_suffix
 
 log = logging.getLogger(__name__)
 REFERENCE_NAME = "reference"
@@ -61,6 +62,8 @@ class Inputs:
         settings: Evaluation settings.
         k: Candidate list length of a 1:N search (``match.k``).
         model_ids: Recogniser name -> model id.
+        align_method: The alignment every variant used (``extract.align_method``), for the rows' model ids.
+        default_model_id: The production ``model_id`` of the configured pipeline (the ``default`` rows' id).
     """
 
     labelled: LabelledSet
@@ -70,6 +73,8 @@ class Inputs:
     settings: EvaluationSettings
     k: int
     model_ids: Mapping[str, str]
+    align_method: str = "lstsq"
+    default_model_id: str = ""
 
 
 @dataclass
@@ -81,9 +86,11 @@ class Outputs:
     outcomes: dict[str, tuple[SearchOutcome, np.ndarray]] = field(default_factory=dict)
 
 
-def config_model_id(config: EvalConfig, model_ids: Mapping[str, str]) -> str:
+def config_model_id(config: EvalConfig, model_ids: Mapping[str, str], align_method: str = "lstsq") -> str:
+    """The configuration's recogniser id(s) plus its extraction settings, as production writes ``model_id``."""
     ids = [model_ids[r] for r in config.recognisers]
-    return ids[0] if len(ids) == 1 else "fuse:" + "+".join(ids)
+    base = ids[0] if len(ids) == 1 else "fuse:" + "+".join(ids)
+    return base + extraction_suffix(config.detect_size, config.flip_tta, align_method)
 
 
 def evaluate(inputs: Inputs, configs: Sequence[EvalConfig]) -> Outputs:
@@ -103,7 +110,9 @@ def evaluate(inputs: Inputs, configs: Sequence[EvalConfig]) -> Outputs:
         out.report["timing_s"][config.name] = round(time.perf_counter() - started, 1)
     _deltas(inputs, configs, boot, out)
     out.report["configs"] = {c.name: as_dict(c) for c in configs}
-    out.report["model_ids"] = {c.name: config_model_id(c, inputs.model_ids) for c in configs}
+    out.report["model_ids"] = {c.name: config_model_id(c, inputs.model_ids, inputs.align_method) for c in configs}
+    if inputs.default_model_id and "default" in out.report["model_ids"]:
+        out.report["model_ids"]["default"] = inputs.default_model_id
     return out
 
 
