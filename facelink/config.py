@@ -63,6 +63,7 @@ class SparkConf:
     app_name: str = "facelink"
     driver_memory: str = "4g"
     shuffle_partitions: int = 8
+    delta_snapshot_partitions: int = 2
     arrow_batch_size: int = 256
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -335,6 +336,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("ingest.partition_buckets: expected an integer >= 1")
     if cfg.spark.shuffle_partitions < 1:
         raise ConfigError("spark.shuffle_partitions: expected an integer >= 1")
+    if cfg.spark.delta_snapshot_partitions < 1:
+        raise ConfigError("spark.delta_snapshot_partitions: expected an integer >= 1")
     for key, value in (("index.threads", cfg.index.threads), ("index.search_threads", cfg.index.search_threads)):
         if value < 1:
             raise ConfigError(f"{key}: expected an integer >= 1")

@@ -49,8 +49,10 @@ def session_settings(cfg: Config) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # Delta rebuilds table state with this many tasks (default 50): match the shuffle partitions.
-        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
+        # Delta rebuilds a table version's state (its list of files) with this many tasks (Delta's default: 50).
+        # Each task costs 50-700 ms of CPU whatever its share of the log: on a small table, 8 tasks made the
+        # first read of a new version 2-3 s against ~1 s with 1 or 2 (bench/results/extract.json).
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.delta_snapshot_partitions),
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         # Delta's VACUUM lists files with this many tasks; Spark's default of 10000 makes every vacuum of a
         # small table launch 10000 tasks (minutes on a small machine, and on a small cluster).

@@ -22,6 +22,7 @@ def test_base_and_env_merge_and_override() -> None:
         ("models.recogniser=nope", "models: 'nope' is not in models.registry"),
         ("extract.flip_tta=maybe", "extract.flip_tta: expected true or false"),
         ("index.search_threads=0", "index.search_threads: expected an integer >= 1"),
+        ("spark.delta_snapshot_partitions=0", "spark.delta_snapshot_partitions: expected an integer >= 1"),
         ("index.search_breadth=wide", "index.search_breadth: expected one of ['floor', 'knn']"),
         ("novalue", "expected key=value"),
     ],
@@ -40,6 +41,19 @@ def test_cluster_example_loads() -> None:
     cfg = load_config("cluster")
     assert cfg.lake.root.startswith("s3a://")
     assert cfg.table_path("photos") == "s3a://facelink-lake/prod/tables/photos"
+
+
+def test_session_settings_size_delta_state_reconstruction_apart_from_shuffles() -> None:
+    from facelink.session import session_settings
+
+    local = session_settings(load_config("local"))
+    assert local["spark.databricks.delta.snapshotPartitions"] == "2"
+    assert local["spark.sql.shuffle.partitions"] == "8"
+    cluster = session_settings(load_config("cluster"))
+    assert cluster["spark.databricks.delta.snapshotPartitions"] == "50"
+    # spark.extra still has the last word.
+    extra = load_config("local", ["spark.extra={spark.databricks.delta.snapshotPartitions: '5'}"])
+    assert session_settings(extra)["spark.databricks.delta.snapshotPartitions"] == "5"
 
 
 def test_secrets_are_masked_and_do_not_change_the_hash() -> None:
