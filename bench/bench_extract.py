@@ -286,7 +286,7 @@ def bench_spark(cfg: Config, manifest: Path, n: int, warm_manifest: Path | None,
         out: dict[str, Any] = {
             "master": spark.sparkContext.master,
             "cores": cores,
-            "tasks": max(1, math.ceil(res.photos / cfg.extract.photos_per_partition)),
+            "tasks": res.tasks,
             "photos_per_partition": cfg.extract.photos_per_partition,
             "threads_per_task": cfg.extract.threads_per_task,
             "warmup": warm,

@@ -40,6 +40,7 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     ingest.run(spark, cfg, str(_folder(tmp_path)))
     res = extract.run(spark, cfg)
     assert res.photos == 7
+    assert res.tasks == 2  # one task's worth of photos, spread over the session's two cores
     faces = spark.read.format("delta").load(cfg.table_path("faces"))
     rows = {(r.record_id, r.face_index): r for r in faces.collect()}
     assert rows[("N1", -1)].status == "no_face" and rows[("N1", -1)].embedding is None
@@ -62,6 +63,21 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     assert dlib.photos == 7 and dlib.model_id.startswith("dlib_resnet34_128d@")
     by_model = {r.model_id.split("@")[0]: r["count"] for r in faces.groupBy("model_id").count().collect()}
     assert by_model == {"mobilefacenet_128d": len(rows), "dlib_resnet34_128d": len(rows)}
+
+
+@pytest.mark.parametrize(
+    ("photos", "per_partition", "cores", "tasks"),
+    [
+        (2000, 500, 2, 4),     # full waves already
+        (2100, 500, 2, 6),     # 5 tasks would leave one core idle in the third wave
+        (7, 500, 2, 2),        # a small batch still uses every core
+        (1, 500, 8, 1),        # never a task without a photo
+        (0, 500, 2, 1),
+        (1_000_000, 500, 400, 2000),
+    ],
+)
+def test_task_count_fills_whole_waves(photos: int, per_partition: int, cores: int, tasks: int) -> None:
+    assert extract.task_count(photos, per_partition, cores) == tasks
 
 
 def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
