@@ -50,8 +50,8 @@ def session_settings(cfg: Config) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta rebuilds a table version's state (its list of files) with this many tasks (Delta's default: 50).
-        # Each task costs 50-700 ms of CPU whatever its share of the log: on a small table, 8 tasks made the
-        # first read of a new version 2-3 s against ~1 s with 1 or 2 (bench/results/extract.json).
+        # Each task costs 50-700 ms of CPU whatever its share of the log: with 8 tasks, extract's first read of
+        # the new versions of photos and faces took 2.7-3.4 s, with 1 or 2 tasks 1.2-1.3 s (measured).
         "spark.databricks.delta.snapshotPartitions": str(cfg.spark.delta_snapshot_partitions),
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         # Delta's VACUUM lists files with this many tasks; Spark's default of 10000 makes every vacuum of a
