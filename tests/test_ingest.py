@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from facelink.config import Config
 from facelink.errors import InputError
@@ -107,23 +107,3 @@ def test_missing_manifest_is_a_clear_error(spark: SparkSession, cfg: Config, tmp
     with pytest.raises(InputError, match=r"lacks columns \['path', 'record_id'\]"):
         ingest.run(spark, cfg, str(bad))
 
-
-def test_pinned_insert_counts_what_its_merge_inserted(spark: SparkSession, cfg: Config) -> None:
-    """extract's path: one MERGE of materialised rows; rows already there are neither doubled nor counted."""
-    import datetime as dt
-
-    from facelink.tables import insert_new
-    from schemas import get_spec
-
-    spec = get_spec("rejects")
-    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
-
-    def rows(ids: list[str]) -> DataFrame:
-        data = [(i, "ingest", "gallery", f"R{i}", None, None, "missing_file", None, "t-run", now) for i in ids]
-        return spark.createDataFrame(data, spec.schema).localCheckpoint(eager=True)
-
-    assert insert_new(spark, cfg, spec, rows(["a", "b"]), pinned=True) == 2
-    # "b" arrived meanwhile (a concurrent writer): only "c" is new.
-    assert insert_new(spark, cfg, spec, rows(["b", "c"]), pinned=True) == 1
-    table = spark.read.format("delta").load(cfg.table_path("rejects"))
-    assert sorted(r.reject_id for r in table.collect()) == ["a", "b", "c"]

@@ -1,4 +1,4 @@
-"""Delta table helpers: the latest version as the Delta log has it, and the history fallback."""
+"""Delta table helpers: the latest version as the Delta log has it (and the history fallback), pinned inserts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from facelink import tables
 from facelink.config import Config
@@ -42,3 +42,19 @@ def test_table_version_creates_the_table_and_follows_each_commit(
 
 def test_log_version_of_a_missing_table_is_minus_one(spark: SparkSession, cfg: Config) -> None:
     assert tables._log_version(spark, cfg.table_path("nowhere")) == -1
+
+
+def test_pinned_insert_counts_what_its_merge_inserted(spark: SparkSession, cfg: Config) -> None:
+    """extract's path: one MERGE of materialised rows; rows already there are neither doubled nor counted."""
+    spec = get_spec("rejects")
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+
+    def rows(ids: list[str]) -> DataFrame:
+        data = [(i, "ingest", "gallery", f"R{i}", None, None, "missing_file", None, "t-run", now) for i in ids]
+        return spark.createDataFrame(data, spec.schema).localCheckpoint(eager=True)
+
+    assert tables.insert_new(spark, cfg, spec, rows(["a", "b"]), pinned=True) == 2
+    # "b" arrived meanwhile (a concurrent writer): only "c" is new.
+    assert tables.insert_new(spark, cfg, spec, rows(["b", "c"]), pinned=True) == 1
+    table = spark.read.format("delta").load(cfg.table_path("rejects"))
+    assert sorted(r.reject_id for r in table.collect()) == ["a", "b", "c"]
