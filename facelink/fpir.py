@@ -10,12 +10,14 @@ Galleries are drawn from a pool holding at most ``per_identity`` photos of each 
 or two photos of most people; LFW holds 530 of one man), shuffled once per repeat; each search's gallery of
 size N is the first N faces of other people in that order, so one pass gives every size.
 
-The model (:class:`FpirModel`) is, for each measured FPIR level, a straight line of the threshold against
-log10 N fitted to the measured thresholds. Between levels it interpolates in log FPIR. Beyond the largest
-measured N the lines are extrapolated (the top score of N faces grows about linearly in log N for the tails
-seen in face scores, and more slowly where the tail is bounded, so the line errs towards fewer false
-candidates); below the smallest measured FPIR level (``floor``: the level that at least ``MIN_EVENTS``
-searches reach) nothing is measured, and estimates there are reported as "below the floor".
+The model (:class:`FpirModel`) is, for each measured FPIR level, a straight line of the threshold fitted to
+the measured thresholds against a function of N: ``log10 N`` (the top of N draws from an exponential-like
+tail rises linearly in log N) or ``sqrt(ln N)`` (from a Gaussian-like tail, which slows down). The data choose:
+the form whose lines, fitted on galleries up to an eighth of the largest, best predict the largest measured
+gallery's thresholds. Between levels the model interpolates in log FPIR. Beyond the largest measured N the
+lines are extrapolated, which the run records say; below the smallest measured FPIR level (``floor``: the
+level that at least ``MIN_EVENTS`` searches reach) nothing is measured, and estimates there are reported as
+"below the floor, beyond the measured range".
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ DEFAULT_PER_IDENTITY = 2
 PROBE_BLOCK = 1024
 
 FloatArray = NDArray[np.float64]
+
+#: How the threshold of a level moves with gallery size N: a straight line in ``log10 N`` (the top of N draws
+#: from an exponential-like tail) or in ``sqrt(ln N)`` (from a Gaussian-like tail, which slows down).
+FORMS = ("log", "sqrt_log")
+
+
+def size_axis(sizes: ArrayLike, form: str) -> FloatArray:
+    """The abscissa of gallery sizes under ``form`` (see :data:`FORMS`)."""
+    n = np.asarray(sizes, dtype=np.float64)
+    if form == "log":
+        return np.log10(n)
+    if form == "sqrt_log":
+        return np.sqrt(np.log(n))
+    raise ValueError(f"unknown FPIR model form {form!r}; expected one of {FORMS}")
 
 
 def gallery_sizes(n_max: int, n_min: int = FIT_MIN_SIZE) -> tuple[int, ...]:
@@ -132,6 +148,8 @@ class FpirModel:
         repeats: Galleries drawn per search and size.
         per_identity: At most this many photos of one person in a gallery.
         source: Description of the data measured.
+        form: The abscissa of the lines (:data:`FORMS`): chosen by :func:`fit_fpir_model` as the one that,
+            fitted on the smaller galleries, best predicted the largest.
     """
 
     levels: tuple[float, ...]
@@ -143,6 +161,7 @@ class FpirModel:
     repeats: int
     per_identity: int
     source: str
+    form: str = "log"
 
     def __post_init__(self) -> None:
         n_l, n_s = len(self.levels), len(self.sizes)
@@ -168,7 +187,7 @@ class FpirModel:
     def thresholds_at(self, gallery_size: int) -> FloatArray:
         """float [L] the model's threshold of each level at ``gallery_size`` (non-increasing in the level)."""
         n = _check_size(gallery_size)
-        t = np.asarray(self.intercept) + np.asarray(self.slope) * math.log10(n)
+        t = np.asarray(self.intercept) + np.asarray(self.slope) * float(size_axis([n], self.form)[0])
         return np.minimum.accumulate(t)
 
     def score_at_fpir(self, target_fpir: float, gallery_size: int) -> float:
@@ -215,6 +234,9 @@ class FpirModel:
         }
         if targets:
             out["levels_below_measured"] = sorted(k for k, v in targets.items() if v < self.floor)
+            top = out["score_range_measured"][1]
+            out["thresholds_above_measured_scores"] = sorted(
+                k for k, v in targets.items() if self.score_at_fpir(v, gallery_size) > top)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +244,8 @@ class FpirModel:
             "levels": list(self.levels), "sizes": list(self.sizes), "measured": [list(r) for r in self.measured],
             "intercept": list(self.intercept), "slope": list(self.slope), "searches": self.searches,
             "repeats": self.repeats, "per_identity": self.per_identity, "source": self.source,
+            # Written only when not the original "log", so artefacts fitted before forms existed keep their hash.
+            **({"form": self.form} if self.form != "log" else {}),
         }
 
     @classmethod
@@ -231,7 +255,7 @@ class FpirModel:
             measured=tuple(tuple(float(v) for v in row) for row in doc["measured"]),
             intercept=tuple(float(v) for v in doc["intercept"]), slope=tuple(float(v) for v in doc["slope"]),
             searches=int(doc["searches"]), repeats=int(doc["repeats"]), per_identity=int(doc["per_identity"]),
-            source=str(doc["source"]),
+            source=str(doc["source"]), form=str(doc.get("form", "log")),
         )
 
 
@@ -270,20 +294,47 @@ def fit_fpir_model(
     fit_cols = np.flatnonzero(size_arr >= fit_min_size)
     if fit_cols.size < 2:
         fit_cols = np.arange(size_arr.size)
-    logn = np.log10(size_arr[fit_cols].astype(np.float64))
+    form = _choose_form(size_arr, measured, fit_cols)
+    intercept, slope = _fit_lines(size_arr[fit_cols], measured[:, fit_cols], form)
+    model = FpirModel(tuple(kept), tuple(int(n) for n in size_arr), tuple(tuple(float(v) for v in r) for r in measured),
+                      tuple(intercept), tuple(slope), int(searches), int(repeats), int(per_identity), source, form)
+    log.info("FPIR model from %d searches: levels %s, sizes %s, lines in %s with slopes %s", searches, kept,
+             model.sizes, form, [round(b, 4) for b in slope])
+    return model
+
+
+def _fit_lines(sizes: np.ndarray, measured: np.ndarray, form: str) -> tuple[list[float], list[float]]:
+    """Per level (row of ``measured``), intercept and non-negative slope of the threshold against the size axis."""
+    x = size_axis(sizes, form)
     intercept, slope = [], []
-    for row in measured[:, fit_cols]:
-        if logn.size >= 2:
-            b, a = np.polyfit(logn, row, 1)
+    for row in measured:
+        if x.size >= 2:
+            b, a = np.polyfit(x, row, 1)
         else:
             a, b = float(row[0]), 0.0
         intercept.append(float(a))
         slope.append(max(float(b), 0.0))
-    model = FpirModel(tuple(kept), tuple(int(n) for n in size_arr), tuple(tuple(float(v) for v in r) for r in measured),
-                      tuple(intercept), tuple(slope), int(searches), int(repeats), int(per_identity), source)
-    log.info("FPIR model from %d searches: levels %s, sizes %s, slopes %s", searches, kept, model.sizes,
-             [round(b, 4) for b in slope])
-    return model
+    return intercept, slope
+
+
+def _choose_form(sizes: np.ndarray, measured: np.ndarray, fit_cols: np.ndarray) -> str:
+    """The form whose lines, fitted on galleries up to an eighth of the largest, best predict the largest.
+
+    The calibration data itself decides how the thresholds bend with N (exponential-like tails keep rising
+    along log N, Gaussian-like ones slow down); with fewer than 2 small sizes to fit, ``log`` (the conservative
+    one for tails that slow down).
+    """
+    small = fit_cols[sizes[fit_cols] <= sizes[-1] / 8]
+    if small.size < 2:
+        return "log"
+    errors = {}
+    for form in FORMS:
+        a, b = _fit_lines(sizes[small], measured[:, small], form)
+        predicted = np.asarray(a) + np.asarray(b) * float(size_axis([sizes[-1]], form)[0])
+        errors[form] = float(np.mean(np.abs(predicted - measured[:, -1])))
+    log.info("FPIR model form: error predicting the largest gallery from those up to 1/8 of it: %s",
+             {k: round(v, 4) for k, v in errors.items()})
+    return min(FORMS, key=lambda f: errors[f])
 
 
 def measure_fpir_model(

@@ -13,6 +13,7 @@ from facelink.config import Config
 from facelink.errors import InputError
 from facelink.fpir import (
     FpirModel,
+    _choose_form,
     capped_pool,
     gallery_sizes,
     heldout_fpir_check,
@@ -70,6 +71,22 @@ def test_model_levels_follow_the_number_of_searches(model: FpirModel, faces: tup
     t = model.thresholds_at(1000)
     assert np.all(np.diff(t) <= 0)  # a looser FPIR has a lower threshold
     assert model.score_at_fpir(0.05, 100_000) > model.score_at_fpir(0.05, 1000)  # larger gallery, higher bar
+
+
+def test_form_is_chosen_by_predicting_the_largest_gallery(model: FpirModel) -> None:
+    sizes = np.array([100, 200, 400, 800, 1600, 3200, 40_000])
+    levels = np.array([[0.01], [0.05]])
+    gaussian = 0.2 + 0.1 * np.sqrt(np.log(sizes))[None, :] - levels  # the top of N Gaussian draws
+    exponential = 0.2 + 0.05 * np.log10(sizes)[None, :] - levels
+    cols = np.arange(sizes.size)
+    assert _choose_form(sizes, gaussian, cols) == "sqrt_log"
+    assert _choose_form(sizes, exponential, cols) == "log"
+    assert _choose_form(sizes[:3], exponential[:, :3], cols[:3]) == "log"  # too few small galleries: log
+    assert FpirModel.from_dict(model.to_dict()) == model
+    as_sqrt = FpirModel.from_dict({**model.to_dict(), "form": "sqrt_log"})
+    as_log = FpirModel.from_dict({**model.to_dict(), "form": "log"})
+    assert "form" not in as_log.to_dict()  # artefacts from before forms existed keep their content hash
+    assert as_log.score_at_fpir(0.05, 10**6) > as_sqrt.score_at_fpir(0.05, 10**6)  # log N keeps rising faster
 
 
 def test_fpir_inverts_the_thresholds_and_clamps_at_the_floor(model: FpirModel) -> None:
