@@ -148,3 +148,30 @@ def test_format_rate_shows_only_supported_precision() -> None:
     assert format_rate(7.1e-12, None) == "below 0.0001, beyond the measured range"  # floor not recorded
     assert format_rate(float("nan"), 1e-3) == "n/a"
     assert format_rate(0.003, 0.0) == "0.003"  # a configured level, not an estimate
+
+
+def test_evaluation_reports_heldout_fpir_for_the_default(faces: tuple[np.ndarray, np.ndarray], cfg: Config,
+                                                         tmp_path: Path) -> None:
+    from facelink.evaluation.dataset import LabelledSet
+    from facelink.evaluation.embeddings import EmbeddingStore
+    from facelink.evaluation.report import fpir_check_lines
+    from facelink.evaluation.runner import Inputs, Outputs, _fpir_check
+    from facelink.evaluation.settings import EvaluationSettings
+    from facelink.evaluation.techniques import default_config
+
+    x, labels = faces
+    paths = tuple(f"p{i:05d}.jpg" for i in range(len(x)))
+    labelled = LabelledSet("synthetic", tmp_path, tmp_path / "manifest.csv", paths, tuple(str(v) for v in labels),
+                           tuple(f"{i:064x}" for i in range(len(x))))
+    default = default_config(cfg)
+    # Every member of the configured recogniser gets the same unit vectors: a fusion of them scores as one.
+    store = EmbeddingStore(labelled.record_ids, vectors={v: x for v in default.variants})
+    inputs = Inputs(labelled, store, None, None, EvaluationSettings(folds=4), 10, {}, bands=BANDS)  # type: ignore[arg-type]
+    out = Outputs({}, [], {}, {})
+    _fpir_check(inputs, [default], out)
+    check = out.report["fpir_check"]["default"]
+    assert check["searches"] == len(x) and check["within_2x"]
+    metrics = {r["metric"] for r in out.rows}
+    assert {f"fpir_observed_{b}_{v:g}@gallery_{n}" for b, v in BANDS.items() for n in check["sizes"]} == metrics
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in out.rows)
+    assert len(fpir_check_lines(check)) == 2 + len(check["rows"])
