@@ -91,6 +91,9 @@ class RunAccount:
         below = model.get("levels_below_measured") or []
         if below:
             text += f"; band(s) {', '.join(below)} lie below the measured FPIR: extrapolated"
+        above = model.get("thresholds_above_measured_scores") or []
+        if above:
+            text += f"; the threshold of band(s) {', '.join(above)} lies above every top score measured"
         return text
 
 
