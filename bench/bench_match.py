@@ -12,13 +12,22 @@ with the RSS of the driver Python, its JVM and the Python workers sampled (``ben
 against exact search: for a seeded sample of probes (and of gallery faces for dedup), the exact top-10
 (``faiss.IndexFlatIP`` over all gallery vectors) at or above the run's ``threshold_score`` is compared with
 the rows the job stored. The 1:N sanity check counts mated probes whose rank-1 candidate is their own
-identity, and strangers with any candidate.
+identity, and strangers with any candidate; from those counts, ``fpir_check`` reports the observed FPIR at
+each band of ``match.bands`` (strangers with a candidate in that band or a stricter one) against its target,
+with Wilson 95% intervals.
+
+The synthetic calibration carries an FPIR model (``facelink.fpir``) measured on searches among 40,000
+synthetic faces of people in no gallery, so the 1M thresholds are extrapolated from galleries of up to
+40,000 faces, as an archive's are from its calibration data. ``--fpir-only`` checks just that, without Spark:
+the non-mated probes' exact top scores against the whole synthetic gallery (FAISS flat) are compared with
+the band thresholds for its size; results go to ``bench/results/fpir.json``.
 
 Targets on the 2-core development machine (at 1M gallery / 10k probes): match within 2 minutes, the 1M
 de-duplication within 15 minutes. Results go to ``bench/results/match.json``: one entry per
 (gallery, probes) size, a rerun replacing the entry of its size.
 
-Usage: ``python -m bench.bench_match [--gallery 1000000] [--probes 10000]``; quick: ``--gallery 50000 --probes 1000``.
+Usage: ``python -m bench.bench_match [--gallery 1000000] [--probes 10000]``; quick: ``--gallery 50000 --probes 1000``;
+FPIR only (no Spark, a few minutes at 1M): ``python -m bench.bench_match --fpir-only``.
 """
 
 from __future__ import annotations
@@ -41,14 +50,20 @@ import pyarrow.parquet as pq
 
 from bench.bench_index import PHOTO_PMF
 from bench.sampling import MemoryPeaks, TreeSampler, machine_info
-from facelink.calibration import fit_calibration
+from facelink.calibration import calibration_path, fit_calibration
 from facelink.config import Config, load_config
+from facelink.fpir import format_check_rows, measure_fpir_model, wilson_interval
 from facelink.index.synthetic import EmbeddingStats, generate_gallery, generate_probes, reference_stats
 
 log = logging.getLogger("bench_match")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "match.json"
+FPIR_RESULTS_PATH = REPO_ROOT / "bench" / "results" / "fpir.json"
+#: Synthetic searches the FPIR model is measured on (each against galleries of up to 40,000 faces); 10,000 put
+#: about 30 searches above the strong band (0.003) at each size.
+FPIR_PROBES = 10_000
+FPIR_REPEATS = 2
 SEED = 0
 PROBE_SEED = 5
 CALIBRATION_SEED = 17
@@ -144,7 +159,8 @@ def write_tables(spark: Any, cfg: Config, folder: Path, role: str, model_id: str
 
 
 def fit_synthetic_calibration(stats: EmbeddingStats, model_id: str) -> Any:
-    """Calibration from synthetic scores of people in no gallery: 2-photo mates, block non-mates."""
+    """Calibration from synthetic scores of people in no gallery: 2-photo mates, block non-mates, and the FPIR
+    model measured on searches among those people's faces."""
     xb, labels = generate_gallery(stats, CALIBRATION_IDENTITIES, 2, seed=CALIBRATION_SEED)
     first, second = xb[0::2], xb[1::2]
     mates = np.einsum("ij,ij->i", first, second)
@@ -152,7 +168,23 @@ def fit_synthetic_calibration(stats: EmbeddingStats, model_id: str) -> Any:
     assert np.all(labels[0::2] == labels[1::2])
     source = (f"synthetic reference_stats(): {mates.size} mate pairs, {nonmates.size} non-mate pairs, "
               f"seed {CALIBRATION_SEED}")
-    return fit_calibration(nonmates.astype(np.float64), mates.astype(np.float64), model_id, source)
+    model = measure_fpir_model(xb, labels, f"{source}; {FPIR_PROBES} searches", seed=CALIBRATION_SEED,
+                               repeats=FPIR_REPEATS, max_probes=FPIR_PROBES)
+    return fit_calibration(nonmates.astype(np.float64), mates.astype(np.float64), model_id,
+                           source).with_fpir_model(model)
+
+
+def fpir_rows(bands: dict[str, float], hits: dict[str, int], searches: int, gallery: int) -> dict[str, Any]:
+    """Observed against target FPIR per band: ``hits[band]`` strangers had a candidate in it (or a stricter one)."""
+    rows = []
+    for band, target in sorted(bands.items(), key=lambda kv: kv[1]):
+        observed = hits[band] / searches if searches else float("nan")
+        lo, hi = wilson_interval(hits[band], searches)
+        rows.append({"band": band, "target_fpir": target, "gallery_size": gallery, "observed_fpir": observed,
+                     "ci": [lo, hi], "ratio": observed / target, "ratio_ci": [lo / target, hi / target],
+                     "events": hits[band], "searches": searches, "notes": []})
+    ratios = [r["ratio"] for r in rows]
+    return {"rows": rows, "within_2x": bool(ratios) and all(0.5 <= r <= 2.0 for r in ratios)}
 
 
 def measured(label: str, fn: Callable[[], T]) -> tuple[T, dict[str, Any]]:
@@ -229,6 +261,24 @@ def match_sanity(spark: Any, cfg: Config, syn: Synthetic, run_id: str) -> dict[s
     }
 
 
+def match_fpir(spark: Any, cfg: Config, syn: Synthetic, run_id: str, version: str) -> dict[str, Any]:
+    """Observed FPIR of the match run's non-mated probes at each band against the band's target."""
+    from pyspark.sql import functions as F
+
+    from facelink.tables import read_table
+
+    rows = (read_table(spark, cfg, "matches").filter(F.col("run_id") == run_id)
+            .select("probe_record_id", "band", "gallery_size").toPandas())
+    probe_pos = rows["probe_record_id"].str[1:].astype(int).to_numpy()
+    stranger = ~syn.mated[probe_pos]
+    bands = dict(cfg.match.bands)
+    hits = {}
+    for band, level in bands.items():
+        in_band = rows["band"].isin([b for b, v in bands.items() if v <= level]).to_numpy()
+        hits[band] = int(np.unique(probe_pos[stranger & in_band]).size)
+    return fpir_rows(bands, hits, int((~syn.mated).sum()), int(syn.xb.shape[0]))
+
+
 def dedup_recall(spark: Any, cfg: Config, syn: Synthetic, run_id: str, floor: float,
                  rng: np.random.Generator) -> dict[str, Any]:
     """recall@10 of the stored duplicate pairs against exact self-search above the run's threshold."""
@@ -282,6 +332,7 @@ def run_jobs(spark: Any, cfg: Config, syn: Synthetic, run: dict[str, Any], with_
     rng = np.random.default_rng(SEED + 9)
     run["match"]["vs_exact"] = match_recall(spark, cfg, syn, "bench-match", res_m.threshold_score, rng)
     run["match"]["sanity_1n"] = match_sanity(spark, cfg, syn, "bench-match")
+    run["match"]["fpir_check"] = match_fpir(spark, cfg, syn, "bench-match", res_m.index_version)
     if not with_dedup:
         return
     dedup_cfg = cfg.with_overrides([*who, "audit.purpose=duplicate_enrolment_check"])
@@ -297,7 +348,6 @@ def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[
     """Generate, load, run the jobs and evaluate; merge the entry for this size into ``results_path``."""
     from facelink.models import recogniser_id
     from facelink.session import build_session
-    from jobs.calibrate import calibration_path
 
     run: dict[str, Any] = {"gallery": gallery, "probes": probes, "overrides": list(overrides),
                            "load_avg_1m_start": round(os.getloadavg()[0], 2)}
@@ -363,7 +413,50 @@ def print_run(run: dict[str, Any]) -> None:
     print(f"  match recall@10 vs exact {run['match']['vs_exact']['recall@10']}, "
           f"dedup recall@10 vs exact {dedup_recall_10}")
     print(f"  1:N sanity {run['match']['sanity_1n']}")
+    if "fpir_check" in run["match"]:
+        for line in format_check_rows(run["match"]["fpir_check"]):
+            print(line)
     print(f"  targets {run['targets']}")
+
+
+def run_fpir_only(gallery: int, probes: int, overrides: Sequence[str], results_path: Path) -> dict[str, Any]:
+    """Band thresholds from the synthetic calibration's FPIR model against exact search of the strangers.
+
+    No Spark and no index: the thresholds match would use for a gallery of ``gallery`` faces, and each non-mated
+    probe's exact top score over the whole gallery (FAISS flat). Merges the entry into ``results_path``.
+    """
+    from facelink.models import recogniser_id
+
+    cfg = load_config("local", ["models.recogniser=mobilefacenet_128d", *overrides])
+    model_id = recogniser_id(cfg)
+    stats = reference_stats()
+    run: dict[str, Any] = {"gallery": gallery, "probes": probes, "overrides": list(overrides)}
+    syn, run["generate"] = measured("generate", lambda: Synthetic(stats, gallery, probes))
+    cal, run["calibrate"] = measured("calibrate", lambda: fit_synthetic_calibration(stats, model_id))
+    model = cal.fpir_model
+    bands = dict(cfg.match.bands)
+    thresholds = {b: cal.score_at_fpir(v, gallery) for b, v in bands.items()}
+    faiss.omp_set_num_threads(cfg.index.threads)
+    strangers = np.flatnonzero(~syn.mated)
+    (top, _), run["search"] = measured("search", lambda: exact_topk(syn.xb, syn.xq[strangers], 1))
+    hits = {b: int(np.sum(top[:, 0] >= t)) for b, t in thresholds.items()}
+    run["calibration"] = {"version": cal.version, "source": cal.source,
+                          "fpir_model": model.describe(gallery, bands) if model else None}
+    run["band_thresholds"] = thresholds
+    run["fpir_check"] = fpir_rows(bands, hits, int(strangers.size), gallery)
+    report: dict[str, Any] = {"runs": []}
+    if results_path.is_file():
+        report = json.loads(results_path.read_text())
+    report["machine"] = {**machine_info(), "platform": platform.platform(), "faiss": faiss.__version__}
+    report["runs"] = sorted([r for r in report.get("runs", []) if (r["gallery"], r["probes"]) != (gallery, probes)]
+                            + [run], key=lambda r: (r["gallery"], r["probes"]))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"FPIR at gallery {gallery:,} ({strangers.size:,} non-mated probes, exact search); model: "
+          f"{run['calibration']['fpir_model']}")
+    for line in format_check_rows(run["fpir_check"]):
+        print(line)
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,8 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument("--no-dedup", action="store_true",
                         help="time build_index and match only (the full dedup of 1M took 11 minutes here)")
+    parser.add_argument("--fpir-only", action="store_true",
+                        help="only the FPIR check: band thresholds against exact search of the strangers (no Spark)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.fpir_only:
+        out = FPIR_RESULTS_PATH if args.out == RESULTS_PATH else args.out
+        run_fpir_only(args.gallery, args.probes, args.overrides, out)
+        return 0
     run = run_match_bench(args.gallery, args.probes, args.master, args.overrides, args.lake, args.out,
                           with_dedup=not args.no_dedup)
     print_run(run)

@@ -14,6 +14,14 @@ all there is, and its error grows the further it is pushed.
 
 The fitted map is stored as a monotone table (score grid -> log10 FMR) so lookups are one vectorised
 ``np.interp``; a calibration is a versioned JSON artefact whose ``version`` is the hash of its content.
+
+The per-comparison FMR pushed through independence to a gallery of N is not what a search does: scores of
+one probe against many faces are correlated, and the tail beyond the measured pairs is a fit. A calibration
+of format 2 therefore also carries an :class:`facelink.fpir.FpirModel`, FPIR measured on searches against
+galleries of many sizes; :meth:`Calibration.fpir` and :meth:`Calibration.score_at_fpir` use it, and match and
+dedup refuse a calibration without it (:func:`load_calibration`). Precision: the empirical FMR is supported
+down to :attr:`Calibration.fmr_floor`, the FPIR down to the model's floor; below them an estimate is "below
+the floor, beyond the measured range" (:func:`facelink.rates.format_rate`).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -36,9 +44,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from facelink.config import Config
+from facelink.errors import InputError
+from facelink.fpir import FpirModel
+
 logger = logging.getLogger(__name__)
 
-FORMAT = "facelink.calibration/1"
+FORMAT = "facelink.calibration/2"
+#: Artefacts without a measured FPIR model (read, never written by jobs.calibrate any more).
+FORMAT_V1 = "facelink.calibration/1"
 COSINE_RANGE = (-1.0, 1.0)
 # FMRs below 1e-15 are meaningless for any gallery we could hold; the floor keeps the table finite
 # (JSON has no -inf) and bounds the fused -log10 FMR score.
@@ -77,6 +91,7 @@ class Calibration:
         score_grid: Strictly increasing scores, shape [G].
         log10_fmr_table: Non-increasing log10 FMR at each grid score, shape [G], >= LOG10_FMR_FLOOR.
         fnmr_table: Non-decreasing fraction of mate scores below each grid score, shape [G].
+        fpir_model: FPIR measured on 1:N searches and its model in gallery size (None in format-1 artefacts).
     """
 
     model_id: str
@@ -93,6 +108,7 @@ class Calibration:
     score_grid: FloatArray = field(repr=False)
     log10_fmr_table: FloatArray = field(repr=False)
     fnmr_table: FloatArray = field(repr=False)
+    fpir_model: FpirModel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("score_grid", "log10_fmr_table", "fnmr_table"):
@@ -145,21 +161,46 @@ class Calibration:
         x0, x1, y0, y1 = grid[i - 1], grid[i], table[i - 1], table[i]
         return float(x0 + (y0 - lt) * (x1 - x0) / (y0 - y1))
 
+    @property
+    def fmr_floor(self) -> float:
+        """The smallest FMR measured on non-mate pairs (where the fitted tail takes over); below: a fit."""
+        return float(10 ** self.log10_fmr(self.tail_switch_score))
+
+    @property
+    def fpir_floor(self) -> float | None:
+        """The smallest FPIR measured on searches (None without an FPIR model)."""
+        return self.fpir_model.floor if self.fpir_model is not None else None
+
+    def with_fpir_model(self, model: FpirModel) -> Calibration:
+        """A copy carrying ``model`` (a new version)."""
+        return replace(self, fpir_model=model)
+
     def fpir(self, scores: ArrayLike, gallery_size: int) -> FloatArray:
-        """Return FPIR(s) = 1 - (1 - FMR(s))^N for a gallery of N identities (same shape as scores)."""
+        """Return the estimated FPIR of each score for a gallery of N faces (same shape as scores).
+
+        With an FPIR model, the measured model (clamped to its measured levels). Without one (format 1), the
+        independence formula FPIR(s) = 1 - (1 - FMR(s))^N, which match and dedup no longer use.
+        """
         n = _check_gallery_size(gallery_size)
+        if self.fpir_model is not None:
+            return self.fpir_model.fpir(scores, n)
         with np.errstate(divide="ignore"):
             return -np.expm1(n * np.log1p(-self.fmr(scores)))
 
     def score_at_fpir(self, target_fpir: float, gallery_size: int) -> float:
-        """Return the lowest score whose FPIR against ``gallery_size`` identities is at most the target.
+        """Return the score threshold of ``target_fpir`` against ``gallery_size`` faces.
+
+        With an FPIR model, the model's threshold; without one, the lowest score whose independence FPIR
+        is at most the target.
 
         Raises:
             ValueError: ``target_fpir`` is not in (0, 1], ``gallery_size`` is not a positive integer, or
-                the per-comparison FMR needed is below the calibrated range.
+                (without a model) the per-comparison FMR needed is below the calibrated range.
         """
         fpir = _check_rate(target_fpir, "target_fpir")
         n = _check_gallery_size(gallery_size)
+        if self.fpir_model is not None:
+            return self.fpir_model.score_at_fpir(fpir, n)
         with np.errstate(divide="ignore"):
             per_comparison = float(-np.expm1(np.log1p(-fpir) / n))
         return self.score_at_fmr(per_comparison)
@@ -190,11 +231,12 @@ class Calibration:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"calibration artefact is not valid JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1):
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
             raise ValueError(f"calibration artefact format must be {FORMAT!r}, got {found!r}")
         try:
             tail = doc["tail"]
+            fpir = doc.get("fpir")
             calibration = cls(
                 model_id=str(doc["model_id"]),
                 fitted_at=str(doc["fitted_at"]),
@@ -210,6 +252,7 @@ class Calibration:
                 score_grid=np.asarray(doc["score_grid"], dtype=np.float64),
                 log10_fmr_table=np.asarray(doc["log10_fmr"], dtype=np.float64),
                 fnmr_table=np.asarray(doc["fnmr"], dtype=np.float64),
+                fpir_model=FpirModel.from_dict(fpir) if fpir is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"calibration artefact is missing or mistypes field {exc}") from exc
@@ -241,8 +284,10 @@ class Calibration:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
     def _content(self) -> dict[str, Any]:
+        extra = {"fpir": self.fpir_model.to_dict()} if self.fpir_model is not None else {}
         return {
-            "format": FORMAT,
+            "format": FORMAT if self.fpir_model is not None else FORMAT_V1,
+            **extra,
             "model_id": self.model_id,
             "fitted_at": self.fitted_at,
             "source": self.source,
@@ -569,3 +614,48 @@ def _digest(nonmate_sorted: FloatArray, mate_sorted: FloatArray) -> str:
 def _content_hash(content: Mapping[str, Any]) -> str:
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def calibration_dir(cfg: Config) -> Path:
+    """``<lake>/calibration``: every calibration artefact of the lake."""
+    return Path(cfg.lake_root) / "calibration"
+
+
+def calibration_path(cfg: Config, model_id: str) -> Path:
+    """Where the calibration in force of ``model_id`` lives (``match.calibration_path`` overrides)."""
+    if cfg.match.calibration_path:
+        return Path(cfg.resolve(cfg.match.calibration_path))
+    return calibration_dir(cfg) / f"{model_id.replace('@', '_')}.json"
+
+
+def band_levels(cfg: Config) -> dict[str, float]:
+    """Every FPIR level match and dedup use, by band name (match's name wins where both name a band)."""
+    levels = {**cfg.dedup.bands, **cfg.match.bands}
+    if cfg.match.target_fpir not in levels.values():
+        levels["target"] = cfg.match.target_fpir
+    return levels
+
+
+def load_calibration(cfg: Config, model_id: str, require_fpir: bool = True) -> Calibration:
+    """The calibration in force for ``model_id``.
+
+    Args:
+        cfg: Configuration (lake root, ``match.calibration_path``).
+        model_id: The recogniser's model id.
+        require_fpir: Refuse a calibration without a measured FPIR model (match and dedup turn band FPIRs
+            into thresholds with it, never with the independence formula).
+
+    Raises:
+        InputError: None was fitted yet, it belongs to another model, or it lacks the FPIR model (fitted
+            before FPIR was measured: run ``jobs.calibrate`` again).
+    """
+    path = calibration_path(cfg, model_id)
+    if not path.is_file():
+        raise InputError(f"no calibration for {model_id} at {path}: run `python -m jobs.calibrate` first")
+    cal = Calibration.load(path)
+    if cal.model_id != model_id:
+        raise InputError(f"{path} calibrates {cal.model_id}, not {model_id}")
+    if require_fpir and cal.fpir_model is None:
+        raise InputError(f"{path} has no measured FPIR model (format {FORMAT_V1}): run `python -m jobs.calibrate` "
+                         "again to measure FPIR on searches before thresholds are set from it")
+    return cal

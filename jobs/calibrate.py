@@ -1,14 +1,27 @@
-"""Fit the score -> false-match-rate map of a recogniser from labelled photos, and check it on held-back people.
+"""Fit the score -> error-rate maps of a recogniser from labelled photos, and check them on held-back people.
 
-The photos of lfw_dev (``paths.data_dir``) go through the real extraction (the same ``mapInPandas`` function
-as ``jobs.extract``; nothing is written to the archive's tables) and every pair of primary faces is scored:
-pairs of different people are non-mates, pairs of one person are mates. ``facelink.calibration`` fits
-FMR(s) (empirical bulk, generalised-Pareto tail). Before the final fit on everyone, people are split into 5
-identity-disjoint folds; each fold's observed FMR at the thresholds fitted on the other four for FMR 1e-2
-and 1e-3 is recorded, so the artefact carries its own evidence. The artefact is versioned and stored under
-``<lake>/calibration/``; matching and de-duplication read the latest one for their model id.
+The labelled photos (lfw_dev under ``paths.data_dir`` by default, or an archive's own with ``--manifest``: a CSV
+with ``path`` and ``identity`` columns, paths relative to its folder) go through the real extraction (the same
+``mapInPandas`` function as ``jobs.extract``; nothing is written to the archive's tables). Label fixes
+(:mod:`facelink.identity_fixes`; on lfw_dev the checked LFW fixes by default) are applied first, so a known
+same-person pair filed under two names is not a non-mate. Then:
 
-Run: ``python -m jobs.calibrate --env local [--limit 2000]``.
+- every pair of primary faces is scored, and ``facelink.calibration`` fits FMR(s) (empirical bulk,
+  generalised-Pareto tail) from the pairs of different people;
+- every photo searches galleries of other people's photos at sizes up to the largest the data allows, and
+  ``facelink.fpir`` fits the FPIR model from the top scores: what match and dedup turn band FPIRs into
+  thresholds with.
+
+Before the final fit on everyone, people are split into 5 identity-disjoint folds: each fold's observed FMR
+at the thresholds fitted on the other four (FMR 1e-2 and 1e-3), and each fold's observed FPIR at every band
+of ``match.bands`` and ``dedup.bands`` for galleries from 1,000 faces up, are recorded beside the artefact,
+so it carries its own evidence. The artefact is versioned and stored under ``<lake>/calibration/``; matching
+and de-duplication read the one in force for their model id.
+
+An archive must run this on its own labelled photos before it trusts a threshold:
+``python -m jobs.calibrate --env prod --manifest labelled.csv`` (see docs/accuracy.md).
+
+Run: ``python -m jobs.calibrate --env local [--limit 2000] [--manifest CSV] [--identity-fixes lfw|none|CSV]``.
 """
 
 from __future__ import annotations
@@ -22,17 +35,30 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.calibration import Calibration, fit_calibration
+from facelink.calibration import (
+    Calibration,
+    band_levels,
+    calibration_dir,
+    calibration_path,
+    fit_calibration,
+    load_calibration,
+)
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.fpir import format_check_rows, heldout_fpir_check, measure_fpir_model
+from facelink.identity_fixes import apply_fixes, load_fixes
 from facelink.models import recogniser_id
+from facelink.rates import format_rate
 from facelink.runs import RunRecorder, new_run_id
 from jobs.extract import ExtractSettings, transform_extract
+
+__all__ = ["calibration_dir", "calibration_path", "load_calibration", "main", "run"]
 
 log = logging.getLogger(__name__)
 JOB = "calibrate"
@@ -41,36 +67,20 @@ N_FOLDS = 5
 MAX_NONMATES_PER_FIT = 4_000_000
 
 
-def calibration_dir(cfg: Config) -> Path:
-    return Path(cfg.lake_root) / "calibration"
-
-
-def calibration_path(cfg: Config, model_id: str) -> Path:
-    """Where the latest calibration of ``model_id`` lives (``match.calibration_path`` overrides)."""
-    if cfg.match.calibration_path:
-        return Path(cfg.resolve(cfg.match.calibration_path))
-    return calibration_dir(cfg) / f"{model_id.replace('@', '_')}.json"
-
-
-def load_calibration(cfg: Config, model_id: str) -> Calibration:
-    """The latest calibration for ``model_id``.
+def select_photos(manifest: Path, limit: int | None, seed: int) -> list[tuple[str, str]]:
+    """(path relative to the manifest's folder, identity) of its photos; with ``limit``, whole people at random.
 
     Raises:
-        InputError: none was fitted yet (run ``jobs.calibrate``), or it belongs to another model.
+        InputError: The manifest is missing, or lacks a ``path`` or ``identity`` column.
     """
-    path = calibration_path(cfg, model_id)
-    if not path.is_file():
-        raise InputError(f"no calibration for {model_id} at {path}: run `python -m jobs.calibrate` first")
-    cal = Calibration.load(path)
-    if cal.model_id != model_id:
-        raise InputError(f"{path} calibrates {cal.model_id}, not {model_id}")
-    return cal
-
-
-def select_photos(lfw_dir: Path, limit: int | None, seed: int) -> list[tuple[str, str]]:
-    """(relative path, identity) of lfw_dev photos; with ``limit``, whole people drawn at random."""
-    with (lfw_dir / "manifest.csv").open() as fh:
-        rows = [(r["path"], r["identity"]) for r in csv.DictReader(fh)]
+    if not manifest.is_file():
+        raise InputError(f"calibration manifest not found: {manifest}")
+    with manifest.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "identity"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"calibration manifest {manifest} lacks columns {sorted(missing)} (needs path, identity)")
+        rows = [(r["path"], r["identity"]) for r in reader if r["path"] and r["identity"]]
     if limit is None or limit >= len(rows):
         return rows
     by_id: dict[str, list[tuple[str, str]]] = {}
@@ -86,31 +96,36 @@ def select_photos(lfw_dir: Path, limit: int | None, seed: int) -> list[tuple[str
     return sorted(chosen)
 
 
-def embed_photos(spark: SparkSession, cfg: Config, lfw_dir: Path, photos: list[tuple[str, str]],
-                 cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Primary-face embeddings and identity labels of ``photos`` (cached in ``cache``)."""
+def embed_photos(spark: SparkSession, cfg: Config, root: Path, photos: list[tuple[str, str]],
+                 cache: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Primary-face embeddings of ``photos`` (paths relative to ``root``), cached in ``cache``.
+
+    Returns:
+        (float32 [n, d] embeddings, the relative path of each, the manifest identity of each): photos without
+        a face are left out.
+    """
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
-        return data["embeddings"], data["labels"]
+        return data["embeddings"], [str(p) for p in data["paths"]], data["labels"]
     settings = ExtractSettings.from_config(cfg)
-    identity = {str(lfw_dir / p): ident for p, ident in photos}
+    absolute = {str((root / p).resolve()): (p, ident) for p, ident in photos}
     files = (
-        spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(lfw_dir))
+        spark.read.format("binaryFile").load(sorted(absolute))
         .withColumn("rel", F.regexp_replace("path", r"^file:", ""))
     )
-    wanted = spark.createDataFrame([(k,) for k in identity], "rel string")
-    photos_df = files.join(wanted, "rel", how="inner").select(
+    photos_df = files.select(
         F.col("rel").alias("record_id"), F.sha2("content", 256).alias("photo_id"), F.lit("calibration").alias("role"),
         F.lit("all").alias("partition"), "content",
     )
-    n_parts = max(2, len(identity) // cfg.extract.photos_per_partition)
+    n_parts = max(2, len(absolute) // cfg.extract.photos_per_partition)
     faces = transform_extract(photos_df, settings, n_parts, "calibration").filter("is_primary")
     rows = faces.select("record_id", "embedding").orderBy("record_id").collect()
     embeddings = np.array([r["embedding"] for r in rows], dtype=np.float32)
-    labels = np.array([identity[r["record_id"]] for r in rows])
+    paths = [absolute[r["record_id"]][0] for r in rows]
+    labels = np.array([absolute[r["record_id"]][1] for r in rows])
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, embeddings=embeddings, labels=labels)
-    return embeddings, labels
+    np.savez(cache, embeddings=embeddings, paths=np.array(paths), labels=labels)
+    return embeddings, paths, labels
 
 
 def pair_scores(emb: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -153,42 +168,89 @@ class CalibrateResult:
     path: str
     photos: int
     checks: list[dict[str, float]]
+    fpir_check: dict[str, Any]
+    calibration: Calibration
+
+
+def _current(cfg: Config, model_id: str) -> bool:
+    """A calibration with a measured FPIR model is in force for ``model_id``."""
+    try:
+        load_calibration(cfg, model_id)
+    except (InputError, ValueError):
+        return False
+    return True
 
 
 def run(spark: SparkSession, cfg: Config, limit: int | None = None, run_id: str | None = None,
-        seed: int = 7, if_missing: bool = False) -> CalibrateResult | None:
-    """Fit and store the calibration of the configured recogniser (``if_missing``: only when there is none)."""
+        seed: int = 7, if_missing: bool = False, manifest: str | None = None,
+        identity_fixes: str | None = None) -> CalibrateResult | None:
+    """Fit, check and store the calibration of the configured recogniser.
+
+    Args:
+        spark: The session.
+        cfg: Configuration.
+        limit: Use about this many photos (whole people drawn at random).
+        run_id: Run id.
+        seed: Seed of samples, folds' galleries and repeats.
+        if_missing: Keep a calibration in force that has an FPIR model (one without is refitted).
+        manifest: A labelled CSV (``path``, ``identity``); default lfw_dev's manifest under ``paths.data_dir``.
+        identity_fixes: ``lfw``, ``none`` or a ``key,identity`` CSV; default ``lfw`` on lfw_dev, none otherwise.
+    """
     settings = ExtractSettings.from_config(cfg)
     model_id = settings.model_id
     run_id = run_id or new_run_id(JOB)
-    lfw_dir = Path(cfg.resolve(cfg.paths.data_dir)) / "lfw_dev"
+    source = Path(manifest) if manifest else Path(cfg.resolve(cfg.paths.data_dir)) / "lfw_dev" / "manifest.csv"
+    fixes_spec = identity_fixes if identity_fixes is not None else (None if manifest else "lfw")
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
-        if if_missing and calibration_path(cfg, model_id).is_file():
+        if if_missing and _current(cfg, model_id):
             # Still a run of its own in runs/audit: every job run is recorded, including one that kept state.
             log.info("calibration of %s exists at %s: kept", model_id, calibration_path(cfg, model_id))
             rec.detail.update(kept=str(calibration_path(cfg, model_id)))
             return None
-        if not (lfw_dir / "manifest.csv").is_file():
-            raise InputError(f"no lfw_dev at {lfw_dir}: set paths.data_dir (see README: data)")
-        photos = select_photos(lfw_dir, limit, seed)
+        if not source.is_file():
+            raise InputError(f"no labelled manifest at {source}: set paths.data_dir (see README: data) or --manifest")
+        fixes = load_fixes(fixes_spec)
+        photos = select_photos(source, limit, seed)
         digest = hashlib.sha256(json.dumps([photos, settings.detect_size, settings.flip_tta,
-                                            settings.align_method]).encode()).hexdigest()
+                                            settings.align_method, "paths"]).encode()).hexdigest()
         safe = model_id.replace("@", "_")
         cache = calibration_dir(cfg) / safe / f"embeddings-{digest[:16]}.npz"
-        emb, labels = embed_photos(spark, cfg, lfw_dir, photos, cache)
+        emb, paths, raw_labels = embed_photos(spark, cfg, source.parent, photos, cache)
+        labels = np.array(apply_fixes(paths, [str(v) for v in raw_labels], fixes))
+        relabelled = int(np.sum(labels != raw_labels))
         checks = cross_check(emb, labels, model_id, seed)
+        levels = band_levels(cfg)
+        try:
+            fpir_check = heldout_fpir_check(emb, labels, levels, folds=N_FOLDS, seed=seed)
+        except ValueError as exc:
+            log.warning("held-back FPIR check not possible: %s", exc)
+            fpir_check = {"skipped": str(exc), "rows": [], "within_2x": False}
         mates, nonmates = pair_scores(emb, labels, np.random.default_rng(seed))
-        cal = fit_calibration(nonmates, mates, model_id, f"lfw_dev {len(emb)} photos, data sha256 {digest}")
+        description = (f"{source.parent.name} {len(emb)} photos of {len(set(labels))} people "
+                       f"({relabelled} relabelled by fixes {fixes_spec or 'none'}), data sha256 {digest}")
+        try:
+            model = measure_fpir_model(emb, labels, description, seed)
+        except ValueError as exc:
+            raise InputError(f"cannot measure FPIR on {source}: {exc}") from exc
+        cal = fit_calibration(nonmates, mates, model_id, description).with_fpir_model(model)
         versioned = calibration_dir(cfg) / safe / f"{cal.version}.json"
         cal.save(versioned)
         cal.save(calibration_path(cfg, model_id))
-        (calibration_dir(cfg) / safe / f"{cal.version}.checks.json").write_text(json.dumps(checks, indent=1))
+        (calibration_dir(cfg) / safe / f"{cal.version}.checks.json").write_text(
+            json.dumps({"fmr": checks, "fpir": fpir_check}, indent=1))
         worst = max(max(c["ratio"], 1 / max(c["ratio"], 1e-9)) for c in checks)
-        rec.counts.update(photos=len(emb), mates=int(mates.size), nonmates=int(nonmates.size))
-        rec.detail.update(version=cal.version, worst_heldout_ratio=round(worst, 3), data_sha256=digest)
-        log.info("calibration %s of %s from %d photos; held-out FMR within %.2fx of target", cal.version,
-                 model_id, len(emb), worst)
-        return CalibrateResult(run_id, model_id, cal.version, str(versioned), len(emb), checks)
+        worst_fpir = max((max(r["ratio"], 1 / max(r["ratio"], 1e-9)) for r in fpir_check["rows"]), default=float("nan"))
+        rec.counts.update(photos=len(emb), mates=int(mates.size), nonmates=int(nonmates.size),
+                          relabelled=relabelled)
+        rec.detail.update(version=cal.version, worst_heldout_ratio=round(worst, 3), data_sha256=digest,
+                          manifest=str(source), identity_fixes=fixes_spec, fmr_floor=cal.fmr_floor,
+                          fpir_floor=model.floor, fpir_model=model.describe(model.n_max, levels),
+                          worst_heldout_fpir_ratio=round(worst_fpir, 3) if np.isfinite(worst_fpir) else None,
+                          heldout_fpir_within_2x=fpir_check["within_2x"])
+        log.info("calibration %s of %s from %d photos; held-out FMR within %.2fx, FPIR within %.2fx of target; "
+                 "FPIR measured down to %s over galleries up to %d faces", cal.version, model_id, len(emb), worst,
+                 worst_fpir, format_rate(model.floor, 0.0), model.n_max)
+        return CalibrateResult(run_id, model_id, cal.version, str(versioned), len(emb), checks, fpir_check, cal)
 
 
 def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
@@ -196,17 +258,34 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
     parser.add_argument("--limit", type=int, default=None, help="use about this many photos (whole people)")
-    parser.add_argument("--if-missing", action="store_true", help="do nothing when a calibration exists")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="do nothing when a calibration with an FPIR model exists")
+    parser.add_argument("--manifest", default=None,
+                        help="an archive's labelled photos: CSV with path (relative to its folder) and identity")
+    parser.add_argument("--identity-fixes", default=None,
+                        help="label fixes: 'lfw', 'none' or a key,identity CSV (default: lfw on lfw_dev)")
 
     def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
-        res = run(spark, cfg, args.limit, args.run_id, if_missing=args.if_missing)
+        res = run(spark, cfg, args.limit, args.run_id, if_missing=args.if_missing, manifest=args.manifest,
+                  identity_fixes=args.identity_fixes)
         if res is None:
             print(f"calibrate: kept the existing calibration at {calibration_path(cfg, recogniser_id(cfg))}")
             return
+        cal = res.calibration
+        model = cal.fpir_model
+        assert model is not None
         print(f"calibrate {res.run_id}: {res.model_id} version {res.version} from {res.photos} photos -> {res.path}")
+        print(f"  FMR measured down to {format_rate(cal.fmr_floor, 0.0)}; FPIR measured down to "
+              f"{format_rate(model.floor, 0.0)} over galleries of {model.sizes[0]:,} to {model.n_max:,} faces "
+              f"({model.searches:,} searches); larger galleries are extrapolated")
         for c in res.checks:
-            print(f"  fold {c['fold']} target FMR {c['target_fmr']:.0e}: observed {c['observed_fmr']:.2e} "
+            print(f"  fold {c['fold']} target FMR {c['target_fmr']:.0e}: observed {c['observed_fmr']:.2g} "
                   f"(x{c['ratio']:.2f}) at score {c['threshold']:.4f}")
+        print("  held-back FPIR (identity-disjoint folds, pooled):")
+        if "skipped" in res.fpir_check:
+            print(f"    not measured: {res.fpir_check['skipped']}")
+        for line in format_check_rows(res.fpir_check):
+            print(line)
 
     return run_job(JOB, job, parser, argv, spark)
 

@@ -3,7 +3,9 @@
 Every searchable gallery face (or, in incremental mode, those extracted since the last successful dedup
 run) is searched against the published gallery index. Hits on the face itself or on the same record are
 dropped; pairs of different record ids scoring at or above the loosest band of ``dedup.bands`` (FPIR levels
-for the gallery's size) are written to ``duplicate_candidates`` with the estimated FMR and FPIR and the band,
+for the gallery's size, turned into thresholds by the calibration's measured FPIR model) are written to
+``duplicate_candidates`` with the estimated FMR and FPIR (each clamped to the smallest rate its calibration
+measured) and the band,
 each pair once (side a is the smaller (record_id, photo_id)). All current candidate pairs are then grouped
 into connected components in ``duplicate_clusters``, each member with the strongest link that joined it.
 
@@ -23,15 +25,15 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from facelink.calibration import load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.models import recogniser_id
 from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf
+from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf, precision_detail
 from facelink.search_udf import search_gallery
 from facelink.tables import read_table, replace_where
-from jobs.calibrate import load_calibration
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
                           nprobe={str(r["partition"]): int(r["nprobe"]) for r in manifest})
         log.info("%s %s: floor %.4f, nprobe by partition %s", JOB, run_id, floor, rec.detail["nprobe"])
         rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
-                          incremental_since=str(since) if since else None)
+                          incremental_since=str(since) if since else None, **precision_detail(cal, cfg.dedup.bands, n))
 
         searchable = searchable_faces(read_table(spark, cfg, "faces"), model_id)
         # The pairs need only the gallery side's ids and quality: cache those, and the embeddings once (queries).

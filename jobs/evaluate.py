@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
+from facelink.calibration import band_levels
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.evaluation import report as rep
@@ -147,7 +148,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         proto_pairs = _pairs(labelled, pairs, settings)
         search = build_search_protocol(labelled, work / "protocol", sample, settings.sample_seed) if sample else None
         outputs = evaluate(Inputs(labelled, store, proto_pairs, search, settings, cfg.match.k, model_ids,
-                                  cfg.extract.align_method, recogniser_id(cfg)), evaluated)
+                                  cfg.extract.align_method, recogniser_id(cfg), band_levels(cfg)), evaluated)
         costs = _costs(cfg, labelled, evaluated, settings.timing_photos)
         evaluated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         report = _report(run_id, evaluated_at, labelled, settings, outputs, costs, faces_checks, proto_pairs, search,

@@ -2,8 +2,9 @@
 
 Each probe photo's primary face is searched across all partitions (or ``match.partitions``); up to
 ``match.k`` gallery faces come back ranked by score, each with the estimated false-positive identification
-rate FPIR(s) = 1 - (1 - FMR(s))^N for the gallery's size N from the model's calibration, and a band from
-``match.bands`` (FPIR levels). Candidates looser than the loosest band are not stored. Every probe photo gets
+rate for the gallery's size N from the calibration's measured FPIR model (:mod:`facelink.fpir`; clamped to
+the smallest FPIR it measured), and a band from ``match.bands`` (FPIR levels turned into thresholds by the
+same model). Candidates looser than the loosest band are not stored. Every probe photo gets
 a ``probe_status`` row (searched, or why not). Results are candidates, never identifications.
 
 The job refuses to run without ``audit.operator``, an allowed ``audit.purpose`` and ``audit.authority``;
@@ -23,15 +24,15 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from facelink.calibration import load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.models import recogniser_id
 from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.scoring import band_col, band_thresholds, fpir_udf
+from facelink.scoring import band_col, band_thresholds, fpir_udf, precision_detail
 from facelink.search_udf import search_gallery
 from facelink.tables import read_table, replace_where
-from jobs.calibrate import load_calibration
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
         log.info("%s %s: floor %.4f, nprobe by partition %s", JOB, run_id, floor, rec.detail["nprobe"])
         rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
                           target_fpir=cfg.match.target_fpir,
-                          target_score=float(cal.score_at_fpir(cfg.match.target_fpir, n)), probe_run_id=probe_run_id)
+                          target_score=float(cal.score_at_fpir(cfg.match.target_fpir, n)), probe_run_id=probe_run_id,
+                          **precision_detail(cal, cfg.match.bands, n))
 
         photos = read_table(spark, cfg, "photos").filter(F.col("role") == "probe")
         if probe_run_id:

@@ -156,7 +156,7 @@ def gather(spark: SparkSession, cfg: Config, run_id: str, match_run_id: str | No
         model = match_acc.model_id if match_acc and match_acc.model_id else (rows[0]["model_id"] if rows else "")
         faces, _ = cand.face_rows(spark, cfg, model, [r[c] for r in rows for c in ("probe_photo_id",
                                                                                     "candidate_photo_id")])
-        strong = cand.match_items(rows, faces, reviews)
+        strong = cand.match_items(rows, faces, reviews, match_acc.fpir_floor if match_acc else None)
     clusters: list[Any] = []
     clusters_total = 0
     pair_scores: dict[str, list[float]] = {}
@@ -167,8 +167,9 @@ def gather(spark: SparkSession, cfg: Config, run_id: str, match_run_id: str | No
         model = dedup_acc.model_id if dedup_acc and dedup_acc.model_id else (pairs[0]["model_id"] if pairs else "")
         faces, primary = cand.face_rows(spark, cfg, model, [p[c] for p in pairs for c in ("photo_id_a",
                                                                                            "photo_id_b")])
+        floors = (dedup_acc.fmr_floor, dedup_acc.fpir_floor) if dedup_acc else (None, None)
         clusters, clusters_total = cand.cluster_items(members, pairs, faces, primary, reviews, opts.max_items,
-                                                      opts.pairs_per_cluster)
+                                                      opts.pairs_per_cluster, floors)
     latest, recent = stage_rows(spark, cfg)
     who = Accountability.from_config(cfg)
     content = ReportContent(run_id, dt.datetime.now(dt.UTC), who.operator, cfg.lake_root, match_run_id, dedup_run_id,

@@ -158,6 +158,9 @@ def test_duplicate_clusters(spark: SparkSession, pipeline_lake: PipelineLake, fi
     assert n > 0
     assert f"**{n} cluster(s)**" in output_text(book)
     assert images(book) >= 2
+    # The pairs table shows estimated rates as the calibration supports them, never 1e-12.
+    assert "beyond the measured range" in output_text(book)
+    assert not re.search(r"\de-(0[7-9]|1\d)", output_text(book))
 
 
 def test_dq_trends(filled_lake: Path, tmp_path: Path) -> None:

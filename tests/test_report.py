@@ -8,6 +8,7 @@ own script writes onto ``<body>`` once loaded and ``--dump-dom`` reads back).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -25,7 +26,6 @@ from pyspark.sql import functions as F
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.progress import Progress, track
-from facelink.report.data import fmr_from_fpir
 from facelink.report.publish import publish_folder
 from facelink.report.thumbs import check_side, thumbnail_jpeg
 from facelink.tables import read_table
@@ -88,12 +88,6 @@ def test_thumbnail_is_small_and_bad_bytes_raise() -> None:
         check_side(1024)
 
 
-def test_fmr_from_fpir_inverts_the_gallery_formula() -> None:
-    for fmr, n in ((1e-6, 1000), (3e-4, 50), (0.01, 1)):
-        fpir = 1 - (1 - fmr) ** n
-        assert fmr_from_fpir(fpir, n) == pytest.approx(fmr, rel=1e-6)
-
-
 def test_publish_replaces_the_previous_folder(tmp_path: Path) -> None:
     for text in ("first", "second"):
         staging = tmp_path / f"staging-{text}"
@@ -154,7 +148,33 @@ def test_report_shows_every_strong_candidate_and_cluster(spark: SparkSession, ge
     assert html.count('data-subject-type="match"') == n_strong
     assert html.count("<section class=\"cluster\"") == n_clusters
     assert res.thumbnails > 0 and res.thumbnail_errors == 0
-    assert html.count("est. FMR") == html.count('<article class="pair"')
+    assert html.count("est. FPIR") == html.count('<article class="pair"')
+    assert html.count("est. FMR") == html.count('data-subject-type="pair"')  # matches carry no per-comparison FMR
+
+
+def test_report_shows_only_the_precision_its_calibration_supports(spark: SparkSession, generated: Generated) -> None:
+    cfg, html = generated.cfg, generated.html
+    detail = {}
+    for run_id in ("t-match", "t-dedup"):
+        row = read_table(spark, cfg, "audit").filter(F.col("run_id") == run_id).first()
+        detail[run_id] = json.loads(row["detail"])
+    fmr_floor, fpir_floor = detail["t-dedup"]["fmr_floor"], detail["t-dedup"]["fpir_floor"]
+    assert detail["t-match"]["fpir_floor"] == fpir_floor and 1e-4 < fpir_floor < 0.05
+    shown = re.findall(r"est\. (FMR|FPIR) (below [^,<]+, beyond the measured range|[^ <]+)", html)
+    assert shown
+    beyond = 0
+    for kind, text in shown:
+        floor = fmr_floor if kind == "FMR" else fpir_floor
+        if text.startswith("below "):
+            assert float(text.split()[1].rstrip(",")) == pytest.approx(floor, rel=0.06), text
+            beyond += 1
+        else:
+            value = float(text)
+            assert value >= floor and f"{value:.2g}" == text, text  # above the floor, two significant digits
+    # Planted duplicates score far above every non-mate pair measured: their FMR is beyond the measured range.
+    assert beyond > 0
+    assert not re.search(r"\d\.\de-(0[6-9]|[1-9]\d)", html), "a rate finer than any calibration here measures"
+    assert "FPIR measured from" in html and "galleries of" in html  # the run's measured range, in words
 
 
 def test_report_folder_holds_only_thumbnails_and_charts(generated: Generated) -> None:

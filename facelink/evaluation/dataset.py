@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from facelink.errors import InputError
+from facelink.identity_fixes import apply_fixes, load_fixes
+
+__all__ = ["SET_COLUMN", "LabelledSet", "data_digest", "load_fixes", "read_labelled_set", "write_ingest_manifest"]
 
 #: Manifest column copied into ``photos.metadata`` and used as the ingest partition of evaluation photos.
 SET_COLUMN = "eval_set"
@@ -95,7 +98,7 @@ def read_labelled_set(
             ``_([a-z]+)\\.png$`` on Yale A's ``subject01/subject01_leftlight.png``). Exclusive with
             ``group_column``.
         fixes: Identity corrections: a person name (all their photos) or a relative photo path (that photo)
-            -> the identity it belongs with (see :mod:`facelink.evaluation.lfw_fixes`).
+            -> the identity it belongs with (see :mod:`facelink.identity_fixes`).
 
     Raises:
         InputError: The manifest is missing, lacks a column, or a path does not match ``group_pattern``.
@@ -125,30 +128,8 @@ def read_labelled_set(
             raise InputError(f"group pattern {group_pattern!r} does not match {len(bad)} paths, e.g. {bad[0]}")
         groups = tuple(m.group(1) if m.groups() else m.group(0) for m in found if m is not None)
     fixes = fixes or {}
-    identities = tuple(fixes.get(p, fixes.get(r["identity"], r["identity"])) for r, p in zip(rows, paths, strict=True))
+    identities = tuple(apply_fixes(paths, [r["identity"] for r in rows], fixes))
     return LabelledSet(root.name, root, path, paths, identities, ids, groups)
-
-
-def load_fixes(spec: str | None) -> dict[str, str]:
-    """Identity fixes by name (``lfw``) or from a CSV file with ``key,identity`` columns; None: no fixes.
-
-    Raises:
-        InputError: Neither a known name nor a readable CSV with those columns.
-    """
-    from facelink.evaluation.lfw_fixes import BUILTIN_FIXES
-
-    if not spec or spec == "none":
-        return {}
-    if spec in BUILTIN_FIXES:
-        return dict(BUILTIN_FIXES[spec])
-    path = Path(spec)
-    if not path.is_file():
-        raise InputError(f"identity fixes {spec!r}: not one of {sorted(BUILTIN_FIXES)} nor a file")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and not {"key", "identity"} <= set(rows[0]):
-        raise InputError(f"identity fixes {path}: expected columns key,identity")
-    return {r["key"]: r["identity"] for r in rows}
 
 
 def write_ingest_manifest(labelled: LabelledSet, out: Path) -> Path:

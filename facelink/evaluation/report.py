@@ -121,6 +121,26 @@ def calibration_rows(config: str, c: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def fpir_check_rows(config: str, check: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Observed FPIR at each band and gallery size on held-back folds (:func:`facelink.fpir.heldout_fpir_check`)."""
+    return [row("calibration", config, f"fpir_observed_{r['band']}_{fpir_label(r['target_fpir'])}"
+                f"@gallery_{r['gallery_size']}", r["observed_fpir"], ci=r["ci"], n=r["searches"])
+            for r in check["rows"]]
+
+
+def fpir_check_lines(check: Mapping[str, Any]) -> list[str]:
+    """Markdown table of a held-back FPIR check."""
+    lines = ["| band | target FPIR | gallery | observed FPIR [95% CI] | observed / target [95% CI] | per fold "
+             "| notes |", "|---|---|---|---|---|---|---|"]
+    for r in check["rows"]:
+        lo, hi = r["ci"]
+        rlo, rhi = r["ratio_ci"]
+        lines.append(f"| {r['band']} | {r['target_fpir']:g} | {r['gallery_size']:,} | {r['observed_fpir']:.4f} "
+                     f"[{lo:.4f}, {hi:.4f}] | {r['ratio']:.2f} [{rlo:.2f}, {rhi:.2f}] | "
+                     f"{', '.join(f'{v:.2f}' for v in r['per_fold_ratio'])} | {'; '.join(r['notes'])} |")
+    return lines
+
+
 def cost_rows(config: str, cost: Mapping[str, float]) -> list[dict[str, Any]]:
     n = int(cost.get("photos", 0))
     return [row("cost", config, f"{stage}_ms_per_photo", cost[f"{stage}_ms_per_photo"], n=n)
@@ -216,6 +236,16 @@ def summary_markdown(report: Mapping[str, Any]) -> str:  # noqa: C901 - one sect
         for c, got in cal.items():
             ratios = ", ".join(f"{far_label(float(t))}: {r:.2f}" for t, r in got["worst_ratio"].items())
             lines.append(f"- {c}: {ratios} -> {'within 2x' if got['within_2x'] else 'NOT within 2x'}")
+        lines.append("")
+    for c, check in report.get("fpir_check", {}).items():
+        if "skipped" in check:
+            lines += [f"## FPIR on held-back folds ({c})", "", f"Not measured: {check['skipped']}", ""]
+            continue
+        lines += [f"## FPIR on held-back folds ({c}): observed against the band targets", "",
+                  f"{check['searches']:,} held-back searches ({check['folds']} identity-disjoint folds, "
+                  f"{check['repeats']} galleries each, at most {check['per_identity']} photos per person); "
+                  f"{'within 2x of every target' if check['within_2x'] else 'NOT within 2x of every target'}.", ""]
+        lines += fpir_check_lines(check)
         lines.append("")
     groups = report.get("groups", {})
     if groups:

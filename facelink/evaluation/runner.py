@@ -43,8 +43,10 @@ from facelink.evaluation.suite import (
     search_matrices,
 )
 from facelink.evaluation.techniques import EvalConfig, as_dict
+from facelink.fpir import format_check_rows, heldout_fpir_check
 from facelink.metrics import threshold_at_fmr
 from facelink.models import extraction_suffix
+from udfs.embed import fuse_embeddings
 
 log = logging.getLogger(__name__)
 REFERENCE_NAME = "reference"
@@ -64,6 +66,8 @@ class Inputs:
         model_ids: Recogniser name -> model id.
         align_method: The alignment every variant used (``extract.align_method``), for the rows' model ids.
         default_model_id: The production ``model_id`` of the configured pipeline (the ``default`` rows' id).
+        bands: Band name -> FPIR level of match and dedup; observed against predicted FPIR on held-back folds
+            is measured for the ``default`` configuration at each (none when empty).
     """
 
     labelled: LabelledSet
@@ -75,6 +79,7 @@ class Inputs:
     model_ids: Mapping[str, str]
     align_method: str = "lstsq"
     default_model_id: str = ""
+    bands: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +114,7 @@ def evaluate(inputs: Inputs, configs: Sequence[EvalConfig]) -> Outputs:
             _search(inputs, inputs.search, config, boot, out)
         out.report["timing_s"][config.name] = round(time.perf_counter() - started, 1)
     _deltas(inputs, configs, boot, out)
+    _fpir_check(inputs, configs, out)
     out.report["configs"] = {c.name: as_dict(c) for c in configs}
     out.report["model_ids"] = {c.name: config_model_id(c, inputs.model_ids, inputs.align_method) for c in configs}
     if inputs.default_model_id and "default" in out.report["model_ids"]:
@@ -180,6 +186,29 @@ def _search(inputs: Inputs, proto: SearchProtocol, config: EvalConfig, boot: Boo
                 out.rows.append(rep.row("identification", config.name,
                                         f"fnir_at_fpir_{rep.fpir_label(target)}@gallery_{size}", fnir,
                                         n=int(proto.mated.sum())))
+
+
+def _fpir_check(inputs: Inputs, configs: Sequence[EvalConfig], out: Outputs) -> None:
+    """Observed FPIR at each band on identity-disjoint held-back folds, for the production (``default``) scoring.
+
+    Photo-level searches, as match and dedup search faces; the model of each fold is fitted on the other folds'
+    people (:func:`facelink.fpir.heldout_fpir_check`). Identities carry the label fixes of the labelled set.
+    """
+    default = next((c for c in configs if c.name == "default"), None)
+    if not inputs.bands or default is None:
+        return
+    members = [inputs.store.get(v) for v in default.variants]
+    x = fuse_embeddings(members, default.scoring.fusion_weights) if len(members) > 1 else members[0]
+    try:
+        check = heldout_fpir_check(x, np.asarray(inputs.labelled.identities), inputs.bands,
+                                   folds=inputs.settings.folds, seed=inputs.settings.seed)
+    except ValueError as exc:
+        log.warning("held-back FPIR check of %s skipped: %s", default.name, exc)
+        out.report["fpir_check"] = {default.name: {"skipped": str(exc)}}
+        return
+    log.info("held-back FPIR of %s:\n%s", default.name, "\n".join(format_check_rows(check)))
+    out.report["fpir_check"] = {default.name: check}
+    out.rows += rep.fpir_check_rows(default.name, check)
 
 
 def _deltas(inputs: Inputs, configs: Sequence[EvalConfig], boot: BootstrapSpec, out: Outputs) -> None:

@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.report.data import QUALITY_FIELDS, ClusterItem, FaceSide, PairItem, fmr_from_fpir
+from facelink.report.data import QUALITY_FIELDS, ClusterItem, FaceSide, PairItem
 from facelink.tables import read_table
 
 FaceKey = tuple[str, int]
@@ -28,9 +28,13 @@ def strong_matches(spark: SparkSession, cfg: Config, run_id: str, limit: int) ->
     return rows, total
 
 
-def match_items(rows: Iterable[Any], faces: Mapping[FaceKey, Any], reviews: Mapping[tuple[str, str], int]
-                ) -> list[PairItem]:
-    """Match rows -> review items (subject id ``run_id/probe_photo_id/rank``, as ``reviews`` expects)."""
+def match_items(rows: Iterable[Any], faces: Mapping[FaceKey, Any], reviews: Mapping[tuple[str, str], int],
+                fpir_floor: float | None = None) -> list[PairItem]:
+    """Match rows -> review items (subject id ``run_id/probe_photo_id/rank``, as ``reviews`` expects).
+
+    A match carries its estimated FPIR only: the per-comparison FMR is not stored for matches, and deriving it
+    back through an independence formula would claim what was not measured.
+    """
     items = []
     for r in rows:
         subject = f"{r['run_id']}/{r['probe_photo_id']}/{r['rank']}"
@@ -39,8 +43,8 @@ def match_items(rows: Iterable[Any], faces: Mapping[FaceKey, Any], reviews: Mapp
                          r["candidate_face_index"], faces)
         items.append(PairItem(
             "match", subject, f"probe {r['probe_record_id']} · rank {r['rank']}", float(r["score"]),
-            fmr_from_fpir(float(r["est_fpir"]), int(r["gallery_size"])), float(r["est_fpir"]), r["band"], probe, cand,
-            r["run_id"], reviews.get(("match", subject), 0)))
+            None, float(r["est_fpir"]), r["band"], probe, cand,
+            r["run_id"], reviews.get(("match", subject), 0), fpir_floor=fpir_floor))
     return items
 
 
@@ -69,7 +73,8 @@ def cluster_pairs(spark: SparkSession, cfg: Config, run_id: str) -> tuple[list[A
 
 def cluster_items(member_rows: Iterable[Any], pair_rows: Iterable[Any], faces: Mapping[FaceKey, Any],
                   primary: Mapping[str, int], reviews: Mapping[tuple[str, str], int], limit: int,
-                  pairs_per_cluster: int) -> tuple[list[ClusterItem], int]:
+                  pairs_per_cluster: int, floors: tuple[float | None, float | None] = (None, None),
+                  ) -> tuple[list[ClusterItem], int]:
     """Group members and pairs by cluster; (the ``limit`` clusters with the best scores, the cluster count)."""
     members: dict[str, list[Any]] = {}
     for m in member_rows:
@@ -80,7 +85,7 @@ def cluster_items(member_rows: Iterable[Any], pair_rows: Iterable[Any], faces: M
     clusters = []
     for cluster_id, rows in members.items():
         linked = sorted(pairs.get(cluster_id, []), key=lambda p: -float(p["score"]))
-        items = tuple(pair_item(p, faces, primary, reviews) for p in linked[:pairs_per_cluster])
+        items = tuple(pair_item(p, faces, primary, reviews, floors) for p in linked[:pairs_per_cluster])
         best = max(rows, key=lambda m: float(m["strongest_link_score"]))
         clusters.append(ClusterItem(cluster_id, int(rows[0]["cluster_size"]),
                                     tuple(sorted(m["record_id"] for m in rows)), items, len(linked),
@@ -90,13 +95,14 @@ def cluster_items(member_rows: Iterable[Any], pair_rows: Iterable[Any], faces: M
 
 
 def pair_item(p: Any, faces: Mapping[FaceKey, Any], primary: Mapping[str, int],
-              reviews: Mapping[tuple[str, str], int]) -> PairItem:
-    """One duplicate candidate pair -> review item (subject: the ``pair_id``)."""
+              reviews: Mapping[tuple[str, str], int],
+              floors: tuple[float | None, float | None] = (None, None)) -> PairItem:
+    """One duplicate candidate pair -> review item (subject: the ``pair_id``); ``floors``: (FMR, FPIR) floors."""
     side_a = face_side("record a", p["record_id_a"], p["photo_id_a"], primary.get(p["photo_id_a"]), faces)
     side_b = face_side("record b", p["record_id_b"], p["photo_id_b"], primary.get(p["photo_id_b"]), faces)
     return PairItem("pair", p["pair_id"], f"{p['record_id_a']} · {p['record_id_b']}", float(p["score"]),
                     float(p["est_fmr"]), float(p["est_fpir"]), p["band"], side_a, side_b, p["run_id"],
-                    reviews.get(("pair", p["pair_id"]), 0))
+                    reviews.get(("pair", p["pair_id"]), 0), fmr_floor=floors[0], fpir_floor=floors[1])
 
 
 def face_rows(spark: SparkSession, cfg: Config, model_id: str, photo_ids: Iterable[str]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.rates import format_rate
 from facelink.tables import read_table, table_exists
 
 #: Face quality measurements shown for each side of a candidate, with their display names and units.
@@ -64,6 +64,37 @@ class RunAccount:
     def gallery_size(self) -> int | None:
         value = self.detail.get("gallery_size")
         return int(value) if value is not None else None
+
+    @property
+    def fmr_floor(self) -> float | None:
+        """Smallest FMR the run's calibration measured (None: the run predates the record)."""
+        value = self.detail.get("fmr_floor")
+        return float(value) if value is not None else None
+
+    @property
+    def fpir_floor(self) -> float | None:
+        """Smallest FPIR the run's calibration measured on searches (None: not recorded)."""
+        value = self.detail.get("fpir_floor")
+        return float(value) if value is not None else None
+
+    @property
+    def precision(self) -> str:
+        """In words: over what the run's FPIR estimates were measured and where they are extrapolated."""
+        model = self.detail.get("fpir_model")
+        if not isinstance(model, dict):
+            return "not recorded (calibration without a measured FPIR model)"
+        lo, hi = model["gallery_sizes_measured"]
+        text = (f"FPIR measured from {format_rate(model['fpir_measured'][0], 0.0)} to "
+                f"{format_rate(model['fpir_measured'][1], 0.0)} on galleries of {lo:,} to {hi:,} faces")
+        if model.get("extrapolated_in_gallery_size"):
+            text += f"; this gallery ({model['gallery_size']:,} faces) is larger: its thresholds are extrapolated"
+        below = model.get("levels_below_measured") or []
+        if below:
+            text += f"; band(s) {', '.join(below)} lie below the measured FPIR: extrapolated"
+        above = model.get("thresholds_above_measured_scores") or []
+        if above:
+            text += f"; the threshold of band(s) {', '.join(above)} lies above every top score measured"
+        return text
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,8 @@ class PairItem:
     right: FaceSide
     source_run_id: str
     reviews: int = 0
+    fmr_floor: float | None = None
+    fpir_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,13 +169,6 @@ class ClusterItem:
     pairs_total: int
     best_score: float
     best_band: str
-
-
-def fmr_from_fpir(fpir: float, gallery_size: int) -> float:
-    """Per-comparison FMR that gives ``fpir`` over a gallery of ``gallery_size``: inverse of 1-(1-FMR)^N."""
-    if gallery_size < 1 or not 0.0 <= fpir < 1.0:
-        return fpir if gallery_size == 1 else float("nan")
-    return -math.expm1(math.log1p(-fpir) / gallery_size)
 
 
 def latest_run_id(spark: SparkSession, cfg: Config, job: str) -> str | None:

@@ -9,11 +9,11 @@ headless-browser test reads back.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass, field
 
 import jinja2
 
+from facelink.rates import format_rate
 from facelink.report.data import QUALITY_FIELDS, ClusterItem, DqRow, PairItem, RunAccount, StageRow
 
 DISCLAIMER = (
@@ -58,13 +58,6 @@ class ReportContent:
     dq_docs: str | None = None
 
 
-def fmt_rate(value: float | None) -> str:
-    """An error rate for people: ``3.1e-05``; ``n/a`` when unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.1e}"
-
-
 def box_style(box: tuple[float, float, float, float] | None, thumb: Thumb | None) -> str:
     """CSS placing the compared face's box over the thumbnail, in percent of the photo; '' if unknown."""
     if not box or thumb is None or not thumb.photo_width or not thumb.photo_height:
@@ -76,7 +69,7 @@ def box_style(box: tuple[float, float, float, float] | None, thumb: Thumb | None
 
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_ENV.filters["rate"] = fmt_rate
+_ENV.globals["rate"] = format_rate
 _ENV.filters["score"] = lambda v: f"{v:.4f}" if v is not None else "n/a"
 _ENV.filters["stamp"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "n/a"
 _ENV.globals["box_style"] = box_style
@@ -140,6 +133,7 @@ de-duplication run: <code>{{ c.dedup_run_id or "none" }}</code>.</p>
   ("calibration version", "calibration"), ("gallery size", "gallery_size")] %}
 <tr><th>{{ label }}</th>{% for a in [c.match, c.dedup] if a %}<td>{{ a[attr] if a[attr] is not none else "not recorded" }}</td>{% endfor %}</tr>
 {% endfor %}
+<tr><th>precision of the estimates</th>{% for a in [c.match, c.dedup] if a %}<td>{{ a.precision }}</td>{% endfor %}</tr>
 <tr><th>band thresholds (score)</th>{% for a in [c.match, c.dedup] if a %}<td>{% for band, t in a.band_thresholds | dictsort %}{{ band }} &ge; {{ t | score }}{% if not loop.last %}; {% endif %}{% else %}not recorded{% endfor %}</td>{% endfor %}</tr>
 <tr><th>ran</th>{% for a in [c.match, c.dedup] if a %}<td>{{ a.started_at | stamp }} – {{ a.ended_at | stamp }}</td>{% endfor %}</tr>
 <tr><th>tables read (Delta version)</th>{% for a in [c.match, c.dedup] if a %}<td>{% for t, v in a.inputs | dictsort %}{{ t }}@{{ v }} {% endfor %}</td>{% endfor %}</tr>
@@ -215,7 +209,7 @@ MACROS = """
 {% macro pair_card(p) %}
 <article class="pair" data-subject-type="{{ p.subject_type }}" data-subject-id="{{ p.subject_id }}">
 <header><span class="band band-{{ p.band }}">{{ p.band }}</span> {{ p.heading }} · score {{ p.score | score }}
-· est. FMR {{ p.est_fmr | rate }} · est. FPIR {{ p.est_fpir | rate }}</header>
+{% if p.est_fmr is not none %}· est. FMR {{ rate(p.est_fmr, p.fmr_floor) }} {% endif %}· est. FPIR {{ rate(p.est_fpir, p.fpir_floor) }}</header>
 <div class="sides">{{ side(p.left) }}{{ side(p.right) }}</div>
 <p class="muted">Review subject: {{ p.subject_type }} <code>{{ p.subject_id }}</code> (run <code>{{ p.source_run_id }}</code>) ·
 {{ p.reviews }} decision(s) recorded so far.</p>

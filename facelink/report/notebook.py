@@ -9,6 +9,7 @@ with the table's schema, so every query runs and shows nothing rather than faili
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -21,6 +22,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config, load_config
+from facelink.rates import format_rate
 from facelink.session import build_session
 from schemas import TABLES, get_spec
 
@@ -52,6 +54,24 @@ class Lake:
         runs = self.spark.table("runs").filter((F.col("job") == job) & (F.col("status") == "succeeded"))
         row = runs.orderBy(F.desc("ended_at")).select("run_id").first()
         return str(row["run_id"]) if row else None
+
+    def rate_floors(self, run_id: str | None) -> tuple[float | None, float | None]:
+        """(FMR floor, FPIR floor) recorded in the audit detail of ``run_id`` (None where not recorded)."""
+        if not run_id:
+            return None, None
+        row = self.spark.table("audit").filter(F.col("run_id") == run_id).orderBy(F.desc("ended_at")).first()
+        detail = json.loads(row["detail"]) if row is not None and row["detail"] else {}
+        return detail.get("fmr_floor"), detail.get("fpir_floor")
+
+    def rates_as_shown(self, frame: pd.DataFrame, run_id: str | None) -> pd.DataFrame:
+        """``frame`` with its ``est_fmr`` and ``est_fpir`` columns as :func:`facelink.rates.format_rate` shows
+        them: only the precision the run's calibration measured."""
+        fmr_floor, fpir_floor = self.rate_floors(run_id)
+        out = frame.copy()
+        for column, floor in (("est_fmr", fmr_floor), ("est_fpir", fpir_floor)):
+            if column in out:
+                out[column] = [format_rate(v, floor) for v in out[column]]
+        return out
 
     def view_of_run(self, table: str, run_id: str | None, view: str) -> None:
         """Register ``view`` as the rows of ``table`` written by ``run_id`` (no rows when it is None)."""
