@@ -16,6 +16,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from pyspark.sql import functions as F
 
 from facelink import nightly
 from facelink.cli import base_parser
+from facelink.config import load_config
+from jobs import calibrate
 from tests.listeners import listening, off_loopback
 from tests.paths import REPO_ROOT
 
@@ -285,6 +288,11 @@ def test_nightly_dag_runs_end_to_end_and_a_rerun_changes_nothing(
                    env={**os.environ, "DIST": str(dist)})
     gallery, probes = sample_slice(tmp_path)
     lake = tmp_path / "lake"
+    # A calibration fitted here on 300 lfw_dev photos, which the calibrate task keeps (--if-missing): fitting
+    # one on all of lfw_dev inside the DAG took most of the test's time.
+    seed = tmp_path / "calibration_lake"
+    calibrate.run(spark, load_config("test", [f"lake.root={seed}"]), limit=300, run_id="calibrate-seed")
+    shutil.copytree(seed / "calibration", lake / "calibration")
     conf = {"gallery_input": str(gallery), "probe_input": str(probes), "lake_root": str(lake),
             "env": "test", "driver_memory": "1g", "py_files": str(dist / "facelink.zip")}
     first_s = run_dag(airflow_env, conf, tmp_path / "run1.log")
