@@ -148,7 +148,7 @@ def test_importing_the_dag_starts_no_spark_and_no_numpy(tmp_path: Path) -> None:
 def airflow_bin(name: str) -> str:
     path = AIRFLOW_VENV / "bin" / name
     if not path.exists():
-        pytest.fail(f"{path} missing: run `make airflow-setup` first")
+        pytest.fail(f"{path} missing: run `make setup` (it installs Airflow; or `make airflow-setup`)")
     return str(path)
 
 
