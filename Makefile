@@ -7,22 +7,25 @@ SIZE ?= small
 .PHONY: help setup test lint sample-data demo bench dist airflow-setup airflow-test cluster-test clean
 
 help:
-	@echo "make setup        install the virtualenv, pinned packages and Delta jars (needs Python 3.11, Java 17+, Maven)"
-	@echo "make test         run the test suite"
+	@echo "make setup        the virtualenv with the pinned packages, the Delta jars, and Airflow in .airflow-venv (needs Python 3.11, Java 17+, Maven)"
+	@echo "make test         the whole test suite, the Airflow and standalone-cluster tests included"
 	@echo "make lint         ruff and mypy"
 	@echo "make sample-data  build the demo archive from lfw_dev (SIZE=small|full)"
 	@echo "make demo         run every pipeline stage end to end on the sample archive"
 	@echo "make bench        run the benchmarks; results in bench/results/"
 	@echo "make dist         dist/facelink.zip, dist/conf*, dist/facelink-env.tar.gz for spark-submit (docs/running.md)"
-	@echo "make airflow-setup  Airflow 3 + Spark provider in .airflow-venv, SQLite metadata DB"
-	@echo "make airflow-test   the DAG loaded by Airflow and run twice with airflow dags test (needs airflow-setup)"
-	@echo "make cluster-test   ingest, extract, index, match on a local standalone master (two workers) vs local mode"
+	@echo "make airflow-setup  Airflow 3 + Spark provider in .airflow-venv, SQLite metadata DB (part of make setup)"
+	@echo "make airflow-test   only the Airflow tests: the DAG loaded by Airflow and run twice with airflow dags test"
+	@echo "make cluster-test   only the cluster test: ingest, extract, index, match on a local standalone master (two workers) vs local mode"
 
 setup:
 	bash scripts/setup.sh
+	bash scripts/airflow_setup.sh
 
+# Every test, the `airflow` and `cluster` markers included (each starts its own servers on 127.0.0.1 and stops
+# them); the slowest ones are listed at the end.
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 lint:
 	$(PY) -m ruff check facelink jobs udfs schemas tests bench dags

@@ -5,7 +5,9 @@ The pip ``pyspark`` package ships ``bin/spark-class`` but not ``sbin/start-maste
 and ``...worker.Worker`` on free ports, in their own process groups, and always stopped at teardown. Ingest
 (a gallery and a probe batch), extract, build_index and match go to the master with ``spark-submit`` exactly
 as docs/running.md says (zip in ``--py-files``, Delta jars in ``--jars``); their ``photos``, ``faces`` and
-``matches`` must equal those of the same jobs run in local mode. Both lakes get one calibration, fitted once
+``matches`` must equal those of the same jobs run in local mode. Each worker runs in its own working directory
+(its ``--work-dir``), where its executors run too, and every daemon, web UI and executor listens on 127.0.0.1
+only. Both lakes get one calibration, fitted once
 in local mode on a few hundred lfw_dev photos. Run with ``make cluster-test`` (marker ``cluster``).
 """
 
@@ -31,6 +33,7 @@ from pyspark.sql import SparkSession
 
 from facelink.config import load_config
 from jobs import build_index, calibrate, extract, ingest, match
+from tests.listeners import listening, off_loopback
 from tests.paths import LFW_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.cluster
@@ -55,6 +58,8 @@ class Standalone:
     url: str
     ui: str
     logs: Path
+    pids: list[int]
+    work_dirs: list[Path]
 
     def state(self) -> dict:
         with urllib.request.urlopen(f"{self.ui}/json", timeout=10) as resp:
@@ -76,10 +81,10 @@ def spark_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def start_daemon(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_daemon(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as fh:
         return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
 
 
 def stop_daemons(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -99,18 +104,19 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
     tmp = tmp_path_factory.mktemp("standalone")
     env = spark_env(tmp)
     port, ui_port = free_port(), free_port()
-    cluster = Standalone(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", tmp)
+    work_dirs = [tmp / f"worker{i}" for i in range(WORKERS)]
+    cluster = Standalone(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", tmp, [], work_dirs)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_daemon(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
-                                   str(port), "--webui-port", str(ui_port)], env, tmp / "master.log"))
-        for i in range(WORKERS):
-            work_dir = tmp / f"worker{i}"
+                                   str(port), "--webui-port", str(ui_port)], env, tmp / "master.log", tmp))
+        for i, work_dir in enumerate(work_dirs):
             work_dir.mkdir()
             procs.append(start_daemon(
                 ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(free_port()),
                  "--webui-port", str(free_port()), "--cores", "1", "--memory", "2g", "--work-dir", str(work_dir),
-                 cluster.url], env, tmp / f"worker{i}.log"))
+                 cluster.url], env, tmp / f"worker{i}.log", work_dir))
+        cluster.pids[:] = [p.pid for p in procs]
         deadline = time.monotonic() + START_TIMEOUT_S
         alive = 0
         while time.monotonic() < deadline:
@@ -184,6 +190,30 @@ def submit(cluster: Standalone, zip_path: Path, job: str, args: list[str], log: 
     return text
 
 
+def executor_commands(work_dir: Path) -> list[str]:
+    """The launch command of every executor a worker ran: the first line of ``<app>/<executor>/stderr``."""
+    commands = []
+    for stderr in sorted(work_dir.glob("app-*/*/stderr")):
+        with stderr.open() as fh:
+            commands.append(fh.readline())
+    return commands
+
+
+def assert_on_loopback_in_own_folders(cluster: Standalone) -> None:
+    """Every daemon listens on 127.0.0.1 only (master and its UI included); each worker ran its executors
+    in its own working directory, on 127.0.0.1."""
+    for pid in cluster.pids:
+        ports = listening(pid)
+        assert ports and off_loopback(ports) == set(), f"daemon {pid} listens on {sorted(ports)}"
+    master_ports = {port for _, port in listening(cluster.pids[0])}
+    assert {int(cluster.url.rsplit(":", 1)[1]), int(cluster.ui.rsplit(":", 1)[1])} <= master_ports
+    for work_dir in cluster.work_dirs:
+        commands = executor_commands(work_dir)
+        assert commands, f"no executor ran in {work_dir}"
+        for command in commands:
+            assert '"--hostname" "127.0.0.1"' in command, command  # an executor binds to its --hostname
+
+
 def faces_by_key(spark: SparkSession, lake: Path) -> dict[tuple, np.ndarray | None]:
     rows = (spark.read.format("delta").load(str(lake / "tables" / "faces"))
             .select("record_id", "photo_id", "model_id", "face_index", "status", "embedding").collect())
@@ -225,6 +255,7 @@ def test_standalone_cluster_run_equals_local_mode(standalone: Standalone, dist_z
     apps = standalone.state()["completedapps"]
     assert sorted(a["name"] for a in apps) == sorted(
         f"facelink-cluster-test-{job}" for job in ("ingest", "ingest", "extract", "build_index", "match"))
+    assert_on_loopback_in_own_folders(standalone)
 
     cfg = load_config("test", [f"lake.root={local_lake}", *AUDIT])
     ingest.run(spark, cfg, str(manifest), "gallery", "ingest-l")

@@ -1,12 +1,13 @@
 """The nightly Airflow DAG (``dags/facelink_nightly.py``).
 
-Without Airflow (the main suite): the DAG's task list, dependencies and rendered job arguments are checked
-through its pure :func:`task_specs`, against :data:`facelink.nightly.STEPS` and the jobs' own parser.
+Without Airflow: the DAG's task list, dependencies and rendered job arguments are checked through its pure
+:func:`task_specs`, against :data:`facelink.nightly.STEPS` and the jobs' own parser.
 
-With Airflow (``@pytest.mark.airflow``, ``make airflow-test``, needs ``make airflow-setup``): the real DAG
-is loaded by Airflow's DagBag from ``.airflow-venv`` and its templates rendered by Airflow; then the whole
-DAG runs with ``airflow dags test`` on a slice of the sample archive against a temporary lake, twice for
-the same logical date, and every table but ``runs`` and ``audit`` must be unchanged by the second run.
+With Airflow (``@pytest.mark.airflow``; in ``make test`` and ``make airflow-test``; ``make setup`` installs
+``.airflow-venv``, and without it these tests fail, never skip): the real DAG is loaded by Airflow's DagBag
+from ``.airflow-venv`` and its templates rendered by Airflow; then the whole DAG runs with ``airflow dags
+test`` on a slice of the sample archive against a temporary lake, twice for the same logical date, and every
+table but ``runs`` and ``audit`` must be unchanged by the second run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,9 @@ from pyspark.sql import functions as F
 
 from facelink import nightly
 from facelink.cli import base_parser
+from facelink.config import load_config
+from jobs import calibrate
+from tests.listeners import listening, off_loopback
 from tests.paths import REPO_ROOT
 
 DAG_FILE = REPO_ROOT / "dags" / "facelink_nightly.py"
@@ -143,7 +148,7 @@ def test_importing_the_dag_starts_no_spark_and_no_numpy(tmp_path: Path) -> None:
 def airflow_bin(name: str) -> str:
     path = AIRFLOW_VENV / "bin" / name
     if not path.exists():
-        pytest.fail(f"{path} missing: run `make airflow-setup` first")
+        pytest.fail(f"{path} missing: run `make setup` (it installs Airflow; or `make airflow-setup`)")
     return str(path)
 
 
@@ -230,20 +235,26 @@ def sample_slice(out: Path) -> tuple[Path, Path]:
 
 
 def run_dag(env: dict[str, str], conf: dict[str, str], log: Path) -> float:
-    """``airflow dags test`` for :data:`RUN_DATE`; fail at the first failed task (not after its retries)."""
+    """``airflow dags test`` for :data:`RUN_DATE`; fail at the first failed task (not after its retries).
+
+    Every 5 s the sockets that Airflow and its spark-submit drivers listen on are read: none may be off loopback.
+    """
     start = time.perf_counter()
+    off_loopback_seen: set[tuple[str, int]] = set()
     with log.open("w") as fh:
         proc = subprocess.Popen([airflow_bin("airflow"), "dags", "test", "facelink_nightly", RUN_DATE, "-c",
                                  json.dumps(conf)], env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         while proc.poll() is None:
             time.sleep(5)
+            off_loopback_seen |= off_loopback(listening(proc.pid))
             if "up_for_retry" in log.read_text():  # dags test would wait out the retry back-off
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=60)
     text = log.read_text()
     failed = proc.returncode != 0 or "up_for_retry" in text or "new_state=failed" in text
     assert not failed, f"airflow dags test failed (exit {proc.returncode}); log {log}:\n{text[-6000:]}"
+    assert not off_loopback_seen, f"airflow dags test listened off loopback: {sorted(off_loopback_seen)}"
     return time.perf_counter() - start
 
 
@@ -277,6 +288,11 @@ def test_nightly_dag_runs_end_to_end_and_a_rerun_changes_nothing(
                    env={**os.environ, "DIST": str(dist)})
     gallery, probes = sample_slice(tmp_path)
     lake = tmp_path / "lake"
+    # A calibration fitted here on 300 lfw_dev photos, which the calibrate task keeps (--if-missing): fitting
+    # one on all of lfw_dev inside the DAG took most of the test's time.
+    seed = tmp_path / "calibration_lake"
+    calibrate.run(spark, load_config("test", [f"lake.root={seed}"]), limit=300, run_id="calibrate-seed")
+    shutil.copytree(seed / "calibration", lake / "calibration")
     conf = {"gallery_input": str(gallery), "probe_input": str(probes), "lake_root": str(lake),
             "env": "test", "driver_memory": "1g", "py_files": str(dist / "facelink.zip")}
     first_s = run_dag(airflow_env, conf, tmp_path / "run1.log")
