@@ -18,6 +18,7 @@ from types import TracebackType
 
 from pyspark.sql import SparkSession
 
+from facelink import identifiers
 from facelink.config import Config, config_hash
 from facelink.errors import RefusedError
 from facelink.tables import append, table_version
@@ -84,6 +85,9 @@ class RunRecorder:
     index_version: str | None = None
     detail: dict[str, object] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def __post_init__(self) -> None:
+        identifiers.check("run id", self.run_id)  # it names report folders and replaceWhere slices
 
     def read(self, table: str) -> int:
         """Note (and return) the version of ``table`` this run reads."""

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
+from facelink import identifiers
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.evaluation import report as rep
@@ -64,8 +65,13 @@ class EvaluationResult:
 
 
 def report_location(cfg: Config, run_id: str) -> str:
-    """``<lake.root>/reports/evaluation/<run_id>``."""
-    return f"{cfg.lake_root.rstrip('/')}/reports/evaluation/{run_id}"
+    """``<lake.root>/reports/evaluation/<run_id>``.
+
+    Raises:
+        ValueError: ``run_id`` is not a valid run id (the folder is removed and rewritten: it must be one
+            folder under ``reports/evaluation``).
+    """
+    return f"{cfg.lake_root.rstrip('/')}/reports/evaluation/{identifiers.run_id(run_id)}"
 
 
 def _local(uri: str) -> Path | None:

@@ -230,7 +230,10 @@ def partition_col(partition_column: str, buckets: int) -> F.Column:
     """The archive partition: a metadata value, or a stable hash bucket of the record id."""
     if partition_column:
         value = F.col("metadata").getItem(partition_column)
-        return F.coalesce(F.regexp_replace(value, r"[^A-Za-z0-9_.-]", "_"), F.lit("_unassigned"))
+        # The partition names index files: made to fit facelink.identifiers' "partition" pattern here.
+        safe = F.substring(F.regexp_replace(F.regexp_replace(value, r"[^A-Za-z0-9_.-]", "_"), r"^\.|\.(?=\.)", "_"),
+                           1, 64)
+        return F.coalesce(F.when(safe != "", safe), F.lit("_unassigned"))
     return F.format_string("b%03d", F.pmod(F.xxhash64("record_id"), F.lit(buckets)))
 
 

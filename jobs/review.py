@@ -261,10 +261,12 @@ def record_review(
 
 def _add_common(sub: argparse.ArgumentParser) -> None:
     """The job-wide options, accepted after the subcommand too (given there, they win)."""
+    from facelink.cli import RUN_ID
+
     sub.add_argument("--env", default=argparse.SUPPRESS)
     sub.add_argument("--conf-dir", default=argparse.SUPPRESS)
     sub.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS)
-    sub.add_argument("--run-id", default=argparse.SUPPRESS)
+    sub.add_argument("--run-id", default=argparse.SUPPRESS, type=RUN_ID)
     sub.add_argument("--log-level", default=argparse.SUPPRESS)
 
 
@@ -281,7 +283,7 @@ def format_queue(rows: Sequence[Row]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from facelink.cli import base_parser, run_job
+    from facelink.cli import RUN_ID, base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -291,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("--subject-id", required=True, help="pair_id, cluster_id, or run_id/probe_photo_id/rank")
     rec.add_argument("--decision", choices=DECISIONS, required=True)
     rec.add_argument("--note", default=None)
-    rec.add_argument("--source-run-id", default=None, help="the candidate run (default: the latest holding it)")
+    rec.add_argument("--source-run-id", default=None, type=RUN_ID,
+                     help="the candidate run (default: the latest holding it)")
     queue = commands.add_parser("queue", help="print the open review queue")
     queue.add_argument("--limit", type=int, default=50)
     queue.add_argument("--subject-type", choices=SUBJECT_TYPES, default=None)
