@@ -32,6 +32,8 @@ ENV_VARS = {
     "FACELINK_JARS_DIR": "paths.jars_dir",
 }
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
+#: The deployment file of the Airflow DAG (default ``<conf dir>/deploy.yaml``): see :func:`load_deployment`.
+DEPLOY_FILE_VAR = "FACELINK_DEPLOY_FILE"
 
 #: Mapping keys whose values are secrets: masked in logs and in the configuration hash.
 # A key is secret when it names one of these, or has "key" as a word of its own (Azure account keys, S3 SSE-C
@@ -108,6 +110,8 @@ class AuditConf:
     purpose: str = ""
     authority: str = ""
     allowed_purposes: list[str] = field(default_factory=list)
+    # who may run accountable jobs: [] = anyone whose name fits facelink.identifiers' "operator" pattern
+    operators: list[str] = field(default_factory=list)
     # job -> the purposes it may run under (each also in allowed_purposes); a job not listed takes any allowed one
     job_purposes: dict[str, list[str]] = field(default_factory=dict)
 
@@ -223,6 +227,54 @@ class Config:
         for item in overrides:
             _apply_override(data, item)
         return _build_config(data)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the Airflow DAG runs, fixed by whoever deploys it (never by a trigger's parameters).
+
+    Attributes:
+        home: folder holding ``jobs/``, ``conf/`` and ``.jars/`` on the Airflow worker.
+        env: the configuration environment whose ``audit`` section validates the DAG's trigger parameters.
+        envs: the environments a trigger may choose (``[]``: just ``env``).
+        py_files: ``--py-files`` (``make dist``); deploy a new zip under a new name, since a running driver
+            reads modules lazily from the zip it started with.
+        driver_python: ``spark.pyspark.driver.python``.
+        executor_python: ``spark.pyspark.python`` (``./environment/bin/python`` with the packed env).
+        archives: ``spark.archives``, e.g. ``hdfs:///facelink/facelink-env.tar.gz#environment``.
+        jars: the Delta jars, relative to ``home`` or absolute.
+    """
+
+    home: str
+    env: str = "local"
+    envs: list[str] = field(default_factory=list)
+    py_files: str = "dist/facelink.zip"
+    driver_python: str = ".venv/bin/python"
+    executor_python: str = ".venv/bin/python"
+    archives: str = ""
+    jars: list[str] = field(default_factory=lambda: [".jars/delta-spark_4.2_2.13-*.jar", ".jars/delta-storage-*.jar"])
+
+    def path(self, value: str) -> str:
+        """``value`` made absolute against :attr:`home` unless it is a URI, absolute or empty."""
+        if not value or "://" in value or value.startswith(("file:", "/", "./environment")):
+            return value
+        return f"{self.home.rstrip('/')}/{value}"
+
+
+def load_deployment(home: str | Path) -> Deployment:
+    """The DAG's :class:`Deployment`: ``$FACELINK_DEPLOY_FILE`` or ``<home>/conf/deploy.yaml`` if it exists, over
+    the defaults (paths relative to ``home``).
+
+    Raises:
+        ConfigError: the file is not valid YAML, or has an unknown key or a value of the wrong type.
+    """
+    file = Path(os.environ[DEPLOY_FILE_VAR]) if os.environ.get(DEPLOY_FILE_VAR) else Path(home) / "conf" / "deploy.yaml"
+    data: dict[str, Any] = {"home": str(home)}
+    if file.is_file():
+        data.update(_read_yaml(file))
+    built = _build(Deployment, data, "deploy")
+    assert isinstance(built, Deployment)
+    return built
 
 
 def default_conf_dir() -> Path:

@@ -10,9 +10,11 @@ run id         ``<job>-<UTC stamp>-<8 hex>`` or ``<task>-<date>``: letters, digi
 partition      an archive partition (a metadata value or ``b<bucket>``): letters, digits, ``_ . -``, up to 64
 model id       ``<name>@<12 hex>[+flip][+d480]...``: letters, digits, ``_ . - @ +``, up to 200
 photo id       the sha256 of the photo's bytes: 64 lower-case hex digits
+operator       who runs a job: letters, digits, space, ``_ . @ -``, up to 64
+authority      a legal authority or case reference: letters, digits, space, ``_ . / : # ( ) , -``, up to 128
 =============  ==========================================================================================
 
-None of them starts with a dot, and none holds ``..``. Record ids are not on the list: they name no path
+None of them starts with a dot or a space, and none holds ``..``. Record ids are not on the list: they name no path
 (thumbnails are named by photo id) and reach Delta only as data, in DataFrames joined by MERGE, so an archive
 keeps its own id format (the evaluation's are ``<set>/<path>``).
 """
@@ -29,6 +31,9 @@ PATTERNS: Final[dict[str, re.Pattern[str]]] = {
     "partition": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"),
     "model id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}"),
     "photo id": re.compile(r"[0-9a-f]{64}"),
+    # accountability fields: they reach command lines (--set audit.operator=...) and the audit table
+    "operator": re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.@-]{0,63}"),
+    "authority": re.compile(r"[A-Za-z0-9][A-Za-z0-9 _./:#(),-]{0,127}"),
 }
 
 
@@ -44,6 +49,11 @@ def check(kind: str, value: object) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
         raise ValueError(f"invalid {kind} {value!r}: expected {pattern.pattern} (and no '..')")
     return value
+
+
+def json_pattern(kind: str) -> str:
+    """The kind's allow-list as an anchored JSON Schema ``pattern`` (for Airflow's trigger-time params)."""
+    return rf"^(?!.*\.\.){PATTERNS[kind].pattern}$"
 
 
 def is_valid(kind: str, value: object) -> bool:

@@ -47,9 +47,10 @@ class Accountability:
 
 
 def require_accountability(cfg: Config, job: str) -> Accountability:
-    """Refuse an accountable job (match, dedup, erase, retention) unless operator, authority and a purpose
-    are given, the purpose being in ``audit.allowed_purposes`` and, where ``audit.job_purposes`` lists the
-    job, among that job's own purposes.
+    """Refuse an accountable job (match, dedup, erase, retention, evaluate) unless operator, authority and a
+    purpose are given, the purpose being in ``audit.allowed_purposes`` and, where ``audit.job_purposes`` lists
+    the job, among that job's own purposes; operator and authority must fit their patterns in
+    :mod:`facelink.identifiers`, and the operator be one of ``audit.operators`` when that list is given.
 
     Raises:
         RefusedError: naming what is missing; the caller's recorder audits the refusal.
@@ -58,6 +59,12 @@ def require_accountability(cfg: Config, job: str) -> Accountability:
     if missing:
         keys = ", ".join(f"audit.{k}" for k in missing)
         raise RefusedError(f"{job} refused: {keys} must be given (e.g. --set audit.purpose=...)")
+    for kind in ("operator", "authority"):
+        if not identifiers.is_valid(kind, getattr(cfg.audit, kind)):
+            raise RefusedError(f"{job} refused: audit.{kind} {getattr(cfg.audit, kind)!r} does not fit "
+                               f"{identifiers.PATTERNS[kind].pattern}")
+    if cfg.audit.operators and cfg.audit.operator not in cfg.audit.operators:
+        raise RefusedError(f"{job} refused: audit.operator {cfg.audit.operator!r} is not one of audit.operators")
     if cfg.audit.purpose not in cfg.audit.allowed_purposes:
         raise RefusedError(
             f"{job} refused: audit.purpose {cfg.audit.purpose!r} is not one of {cfg.audit.allowed_purposes}"

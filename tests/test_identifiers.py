@@ -93,3 +93,18 @@ def test_evaluation_cannot_remove_a_folder_outside_its_report(spark: SparkSessio
         report_dir(cfg.lake_root, TRAVERSAL)
     with pytest.raises(ValueError):
         RunRecorder(spark, cfg, "evaluate", TRAVERSAL, started_at=dt.datetime.now(dt.UTC))
+
+
+def test_accountable_jobs_check_operator_and_authority_against_configuration(cfg: Config) -> None:
+    from facelink.errors import RefusedError
+    from facelink.runs import require_accountability
+
+    good = ["audit.operator=night shift", "audit.purpose=application_screening", "audit.authority=Art. 6(1)(e)"]
+    assert require_accountability(cfg.with_overrides(good), "match").operator == "night shift"
+    for bad in ("audit.operator='jdoe\n--set lake.root=/'", "audit.authority=../../x", "audit.operator=' x'"):
+        with pytest.raises(RefusedError, match="does not fit"):
+            require_accountability(cfg.with_overrides([*good, bad]), "match")
+    listed = cfg.with_overrides([*good, "audit.operators=[alice]"])
+    with pytest.raises(RefusedError, match=r"audit\.operators"):
+        require_accountability(listed, "match")
+    assert require_accountability(listed.with_overrides(["audit.operator=alice"]), "match").operator == "alice"
