@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pwd
 import re
 import types
 import typing
@@ -32,6 +33,9 @@ ENV_VARS = {
     "FACELINK_JARS_DIR": "paths.jars_dir",
 }
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
+#: An identity the orchestrator passes to a job (a reviewer signed in to it); trusted only where
+#: ``review.trust_orchestrator_identity`` is true, and always recorded beside the OS account.
+IDENTITY_VAR = "FACELINK_IDENTITY"
 #: The deployment file of the Airflow DAG (default ``<conf dir>/deploy.yaml``): see :func:`load_deployment`.
 DEPLOY_FILE_VAR = "FACELINK_DEPLOY_FILE"
 
@@ -188,6 +192,36 @@ class RetentionConf:
 
 
 @dataclass(frozen=True)
+class ReviewConf:
+    # true only where jobs run under an orchestrator that signs reviewers in and sets FACELINK_IDENTITY;
+    # elsewhere the reviewer is the OS account the job runs as
+    trust_orchestrator_identity: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who runs this process: ``name`` (lower-cased) is the reviewer, ``os_user`` the account, ``source`` where
+    the name came from (``os`` or ``orchestrator``)."""
+
+    name: str
+    os_user: str
+    source: Literal["os", "orchestrator"]
+
+
+def current_identity(trust_orchestrator: bool) -> Identity:
+    """The identity of the person this job runs for, from the environment it runs in, never from its arguments.
+
+    The OS account comes from the password database by the process's uid (``getpass`` would believe
+    ``$USER``/``$LOGNAME``). ``$FACELINK_IDENTITY`` replaces it only when ``trust_orchestrator`` is true.
+    """
+    os_user = pwd.getpwuid(os.getuid()).pw_name
+    passed = os.environ.get(IDENTITY_VAR, "").strip()
+    if passed and trust_orchestrator:
+        return Identity(passed.lower(), os_user, "orchestrator")
+    return Identity(os_user.lower(), os_user, "os")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one job run."""
 
@@ -206,6 +240,7 @@ class Config:
     dedup: DedupConf = field(default_factory=DedupConf)
     dq: DqConf = field(default_factory=DqConf)
     retention: RetentionConf = field(default_factory=RetentionConf)
+    review: ReviewConf = field(default_factory=ReviewConf)
 
     def resolve(self, path: str) -> str:
         """Return ``path`` made absolute against the repository root unless it is a URI or absolute."""
