@@ -82,6 +82,10 @@ class IngestConf:
     max_file_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
     record_id_pattern: str = r"^(.+?)(?:__[^.]*)?\.[A-Za-z0-9]+$"
+    # folders (or URIs) ingest may read photos from; "<manifest>": the manifest's folder (the input folder),
+    # "<data_dir>": paths.data_dir
+    allowed_roots: list[str] = field(default_factory=lambda: ["<manifest>"])
+    allowed_schemes: list[str] = field(default_factory=lambda: ["file"])
 
 
 @dataclass(frozen=True)

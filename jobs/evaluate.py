@@ -215,7 +215,8 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
 def _extract(spark: SparkSession, cfg: Config, labelled: LabelledSet, evaluated: Sequence[EvalConfig],
              default: EvalConfig, work: Path, run_id: str) -> tuple[EmbeddingStore, list[dict[str, Any]]]:
     """Ingest and extract the set for real, then fill the variant cache; check ``faces`` against it."""
-    eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}"])
+    eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}",
+                                   f"ingest.allowed_roots={json.dumps([str(labelled.root.resolve())])}"])
     ingest_manifest = write_ingest_manifest(labelled, work / "ingest_manifest.csv")
     res = ingest.run(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
     if res.rejects:
