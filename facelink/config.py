@@ -31,6 +31,7 @@ ENV_VARS = {
     "FACELINK_MODELS_DIR": "paths.models_dir",
     "FACELINK_DATA_DIR": "paths.data_dir",
     "FACELINK_JARS_DIR": "paths.jars_dir",
+    "FACELINK_AUDIT_PSEUDONYM_KEY": "audit.pseudonym_key",
 }
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
 #: An identity the orchestrator passes to a job (a reviewer signed in to it); trusted only where
@@ -120,6 +121,9 @@ class AuditConf:
     allowed_purposes: list[str] = field(default_factory=list)
     # who may run accountable jobs: [] = anyone whose name fits facelink.identifiers' "operator" pattern
     operators: list[str] = field(default_factory=list)
+    # HMAC key of the pseudonyms that stand for data subjects in runs and audit (a secret: masked in logs and
+    # the config hash); "" = a random key per process, so pseudonyms link nothing across runs
+    pseudonym_key: str = ""
     # job -> the purposes it may run under (each also in allowed_purposes); a job not listed takes any allowed one
     job_purposes: dict[str, list[str]] = field(default_factory=dict)
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
+import hmac
 import json
 import logging
+import re
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +29,20 @@ from facelink.tables import append, table_version
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
+
+
+#: The key of :func:`pseudonym` when ``audit.pseudonym_key`` is empty: random, this process's only.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def pseudonym(key: str, value: str) -> str:
+    """``ps:`` and 24 hex digits of HMAC-SHA256(key, value): stands for a data subject in runs and audit.
+
+    The same key gives the same pseudonym, so audit rows about one subject stay linkable by whoever holds
+    the key; without it the pseudonym names no one. An empty key uses a random per-process key.
+    """
+    secret = key.encode() if key else _PROCESS_KEY
+    return "ps:" + hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def new_run_id(job: str) -> str:
@@ -92,6 +110,9 @@ class RunRecorder:
     index_version: str | None = None
     detail: dict[str, object] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: Values that name a data subject (record, photo, pair ids): replaced by their pseudonym wherever they
+    #: appear in the run's ``detail`` and error, in ``runs`` and ``audit`` (which erasure does not rewrite).
+    subjects: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         identifiers.check("run id", self.run_id)  # it names report folders and replaceWhere slices
@@ -128,12 +149,20 @@ class RunRecorder:
             if exc is None:
                 raise
 
+    def pseudonymise(self, text: str) -> str:
+        """``text`` with every subject of :attr:`subjects` replaced by its pseudonym (longest first)."""
+        for value in sorted((v for v in self.subjects if v), key=len, reverse=True):
+            text = re.sub(rf"(?<![\w.:@+-]){re.escape(value)}(?![\w.:@+-])",
+                          pseudonym(self.cfg.audit.pseudonym_key, value), text)
+        return text
+
     def _record(self, outcome: str, error: str | None) -> None:
         ended = dt.datetime.now(dt.UTC)
         who = Accountability.from_config(self.cfg)
         chash = config_hash(self.cfg)
         detail = dict(self.detail)
         if error:
+            error = self.pseudonymise(error)
             detail["error"] = error
         runs_row = (
             self.run_id, self.job, self.cfg.env, self.started_at, ended, outcome, error,
@@ -144,7 +173,8 @@ class RunRecorder:
         audit_row = (
             f"{self.run_id}/{uuid.uuid4().hex[:12]}", self.run_id, self.job, who.operator, who.purpose or None,
             who.authority or None, self.tables_read, self.tables_written, self.model_id, self.index_version,
-            chash, {k: int(v) for k, v in self.counts.items()}, json.dumps(detail, sort_keys=True, default=str),
+            chash, {k: int(v) for k, v in self.counts.items()},
+            self.pseudonymise(json.dumps(detail, sort_keys=True, default=str)),
             self.started_at, ended, outcome,
         )
         rows = [(runs_spec, self.spark.createDataFrame([runs_row], runs_spec.schema)),

@@ -23,7 +23,7 @@ def ensure_table(spark: SparkSession, cfg: Config, spec: TableSpec) -> DeltaTabl
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
-    for key, value in spec.properties.items():
+    for key, value in spec.table_properties().items():
         builder = builder.property(key, value)
     return builder.execute()
 

@@ -271,11 +271,14 @@ def record_review(
         raise ValueError(f"decision: expected one of {DECISIONS}, got {decision!r}")
     run_id = run_id or new_run_id(JOB)
     with RunRecorder(spark, cfg, JOB, run_id) as rec:
+        # runs and audit name the subject by pseudonym only (a match subject quotes the probe's photo id)
+        rec.subjects.update([subject_id, *subject_id.split("/")[1:2]])
         rec.detail.update(action="record", reviewer=name, subject_type=subject_type, subject_id=subject_id,
                           decision=decision)
         if subject_type in SUBJECT_TABLES:
             rec.read(SUBJECT_TABLES[subject_type])
         subject = resolve_subject(spark, cfg, subject_type, subject_id, source_run_id)
+        rec.subjects.update(subject.record_ids)
         if identity is not None:
             rec.detail.update(os_user=identity.os_user, identity_source=identity.source)
         rec.read("audit")
