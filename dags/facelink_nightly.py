@@ -12,6 +12,11 @@ task is, and the master lives in an Airflow connection (:data:`CONN_ID`) that a 
 works through a connection whose host is ``local[N]``; ``spark-submit`` must be on the worker's ``PATH``
 (provider 6.x refuses a ``spark-home`` extra), e.g. the project virtualenv's ``bin``.
 
+A trigger's parameters (:data:`DEFAULT_PARAMS`) choose data and accountability, never code: the
+application, ``--py-files``, jars, Pythons and archives come from the deployment (:data:`DEPLOYMENT`,
+``conf/deploy.yaml``), and the operator, purposes and authority are validated by Airflow against the
+deployment's configuration (:func:`param_schemas`) before any task starts.
+
 Each night's parameters come from Airflow's logical date (``{{ ds }}``) and the DAG params; an input
 path may contain ``{run_date}``, replaced by the logical date. Run ids are derived from the task and the
 date (:func:`facelink.nightly.run_id`), so a retried task or a re-run of the night replaces exactly what
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelink import identifiers
+from facelink.config import Deployment, load_config, load_deployment
 from facelink.nightly import STEPS, Step, params_for
 
 DAG_ID = "facelink_nightly"
@@ -37,31 +44,63 @@ SCHEDULE = "0 2 * * *"  # nightly at 02:00 UTC, after the day's probe batch has 
 #: The repository this file ships in: jobs, conf, the built ``dist/`` and the Delta jars are found under it.
 FACELINK_HOME = str(Path(__file__).resolve().parents[1])
 
-DELTA_JARS = ".jars/delta-spark_4.2_2.13-*.jar", ".jars/delta-storage-*.jar"
+#: What the tasks run (home, --py-files, jars, Pythons, archives) and which configuration validates the audit
+#: params: fixed by the deployment (``conf/deploy.yaml`` or ``$FACELINK_DEPLOY_FILE``), never by a trigger.
+DEPLOYMENT = load_deployment(FACELINK_HOME)
 
 #: DAG params: name -> (default, description). Every night parameter of ``params_for`` but ``run_date``
-#: must be here (the logical date supplies that one).
+#: must be here (the logical date supplies that one). A trigger may set these and only these; nothing here
+#: names code to run (see :data:`DEPLOYMENT`), and the audit fields are validated by :func:`param_schemas`.
 DEFAULT_PARAMS: dict[str, tuple[str, str]] = {
-    "env": ("local", "configuration environment: conf/<env>.yaml"),
+    "env": (DEPLOYMENT.env, "configuration environment: conf/<env>.yaml (one of the deployment's envs)"),
     "lake_root": ("", "lake root URI; empty: lake.root of conf/<env>.yaml (or FACELINK_LAKE_ROOT)"),
-    "gallery_input": (f"{FACELINK_HOME}/sample/gallery.csv",
+    "gallery_input": (f"{DEPLOYMENT.home}/sample/gallery.csv",
                       "gallery manifest or folder; {run_date} is replaced by the logical date"),
-    "probe_input": (f"{FACELINK_HOME}/sample/probes.csv",
+    "probe_input": (f"{DEPLOYMENT.home}/sample/probes.csv",
                     "the night's probe manifest or folder; {run_date} is replaced by the logical date"),
     "operator": ("airflow-nightly", "who runs the chain (audit.operator)"),
     "purpose": ("duplicate_enrolment_check", "de-duplication's purpose: one of audit.allowed_purposes"),
     "screening_purpose": ("application_screening", "matching's purpose: one of audit.allowed_purposes"),
     "authority": ("NIGHTLY-SCHEDULE", "legal authority or case reference (audit.authority)"),
-    "facelink_home": (FACELINK_HOME, "folder holding jobs/, conf/ and .jars/"),
-    "py_files": (f"{FACELINK_HOME}/dist/facelink.zip",
-                 "the packages for --py-files (`make dist`); deploy a new zip under a new name, since a "
-                 "running driver reads modules lazily from the zip it started with"),
-    "driver_python": (f"{FACELINK_HOME}/.venv/bin/python", "Python of the driver (client mode)"),
-    "executor_python": (f"{FACELINK_HOME}/.venv/bin/python",
-                        "Python of the executors; ./environment/bin/python with the packed env"),
-    "archives": ("", "spark.archives, e.g. hdfs:///facelink/facelink-env.tar.gz#environment"),
     "driver_memory": ("4g", "spark.driver.memory (spark-submit sizes the driver JVM before any job code)"),
 }
+
+
+def param_schemas(deployment: Deployment = DEPLOYMENT) -> dict[str, dict[str, Any]]:
+    """Per DAG param, its JSON Schema: Airflow validates a trigger's values against it before any task runs.
+
+    The operator, purposes and authority are checked against the deployment environment's configuration
+    (``audit.operators``, ``audit.allowed_purposes`` narrowed by ``audit.job_purposes`` of dedup and match)
+    and the allow-lists of :mod:`facelink.identifiers`; each job checks them again against its own
+    configuration (``facelink.runs.require_accountability``).
+
+    Raises:
+        ConfigError: the deployment's configuration does not load.
+    """
+    cfg = load_config(deployment.env, conf_dir=f"{deployment.home}/conf")
+    audit = cfg.audit
+
+    def purposes(job: str) -> list[str]:
+        own = audit.job_purposes.get(job)
+        return [p for p in audit.allowed_purposes if own is None or p in own]
+
+    schemas: dict[str, dict[str, Any]] = {}
+    for name, (default, text) in DEFAULT_PARAMS.items():
+        schema: dict[str, Any] = {"default": default, "type": "string", "description": text}
+        if name == "env":
+            schema["enum"] = sorted({deployment.env, *deployment.envs})
+        elif name == "operator":
+            schema.update({"enum": list(audit.operators)} if audit.operators else
+                          {"pattern": identifiers.json_pattern("operator")})
+        elif name == "authority":
+            schema["pattern"] = identifiers.json_pattern("authority")
+        elif name in ("purpose", "screening_purpose"):
+            schema["enum"] = purposes("dedup" if name == "purpose" else "match")
+        elif name == "driver_memory":
+            schema["pattern"] = r"^[0-9]{1,4}[mMgG]$"
+        schemas[name] = schema
+    return schemas
+
 
 #: Night parameters whose values may contain ``{run_date}`` (replaced by the logical date when rendered).
 INPUT_PARAMS = ("gallery_input", "probe_input")
@@ -99,17 +138,17 @@ class TaskSpec:
     name: str = ""
 
 
-def spark_conf() -> dict[str, str]:
+def spark_conf(deployment: Deployment = DEPLOYMENT) -> dict[str, str]:
     """The ``--conf`` settings of every task: the Pythons, shipped archives and Delta's SQL extension.
 
     Under ``spark-submit`` the driver JVM runs before any job code: its memory, its jars (``--jars``) and
     its log level must be given here. The Delta settings repeat what ``facelink.session.build_session``
-    sets so that they are in force from the start.
+    sets so that they are in force from the start. The Pythons and archives are the deployment's.
     """
     return {
-        "spark.pyspark.driver.python": "{{ params.driver_python }}",
-        "spark.pyspark.python": "{{ params.executor_python }}",
-        "spark.archives": "{{ params.archives }}",
+        "spark.pyspark.driver.python": deployment.path(deployment.driver_python),
+        "spark.pyspark.python": deployment.path(deployment.executor_python),
+        "spark.archives": deployment.path(deployment.archives),
         "spark.driver.memory": "{{ params.driver_memory }}",
         "spark.log.level": "WARN",
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -128,7 +167,7 @@ def job_args(step: Step, params: Mapping[str, str], home: str, env: str, lake_ro
 
 def task_specs(
     params: Mapping[str, str] | None = None,
-    home: str = "{{ params.facelink_home }}",
+    deployment: Deployment = DEPLOYMENT,
     env: str = "{{ params.env }}",
     lake_root_arg: str = (
         # An empty lake_root leaves lake.root to the configuration; `--log-level=INFO` (the default) is the
@@ -140,7 +179,7 @@ def task_specs(
 
     Args:
         params: night parameters (``run_date``, inputs, audit fields); default: Airflow's Jinja for each.
-        home: the facelink folder; default: the ``facelink_home`` DAG param.
+        deployment: home, ``--py-files``, jars and Pythons of every task.
         env: the configuration environment; default: the ``env`` DAG param.
         lake_root_arg: one argument that sets the lake root or does nothing.
 
@@ -148,6 +187,7 @@ def task_specs(
         ValueError: a step names an unknown upstream task or a job with no ``jobs/<job>.py``.
     """
     night = airflow_params() if params is None else dict(params)
+    home = deployment.home
     known: set[str] = set()
     specs = []
     for step in STEPS:
@@ -162,9 +202,9 @@ def task_specs(
             application=f"{home}/jobs/{step.job}.py",
             application_args=job_args(step, night, home, env, lake_root_arg),
             upstream=step.upstream,
-            py_files="{{ params.py_files }}",
-            jars=",".join(f"{home}/{jar}" for jar in DELTA_JARS),
-            conf=spark_conf(),
+            py_files=deployment.path(deployment.py_files),
+            jars=",".join(deployment.path(jar) for jar in deployment.jars),
+            conf=spark_conf(deployment),
             name=f"facelink-{step.task_id}",
         ))
     return specs
@@ -195,8 +235,7 @@ def build_dag() -> Any:
         max_active_runs=1,  # nights write the same tables; one at a time keeps each run's reads stable
         dagrun_timeout=dt.timedelta(hours=12),
         default_args=DEFAULT_ARGS,
-        params={name: Param(default, type="string", description=text)
-                for name, (default, text) in DEFAULT_PARAMS.items()},
+        params={name: Param(**schema) for name, schema in param_schemas().items()},
         tags=["facelink"],
         doc_md=__doc__,
     ) as dag:

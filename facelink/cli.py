@@ -14,11 +14,15 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import SparkSession
 
+from facelink import identifiers
 from facelink.config import Config, ConfigError, load_config, masked_dict
 from facelink.errors import FaceLinkError
 from facelink.session import build_session
 
 log = logging.getLogger(__name__)
+
+#: argparse ``type=`` of every option that names a run: an invalid one is a usage error (exit code 2).
+RUN_ID = identifiers.argparse_type("run id")
 
 JobFn = Callable[[SparkSession, Config, argparse.Namespace], object]
 
@@ -32,7 +36,8 @@ def base_parser(job: str, description: str) -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one configuration key, e.g. --set lake.root=/data/lake (repeatable)",
     )
-    parser.add_argument("--run-id", default=None, help="run id (a rerun with the same id replaces its output)")
+    parser.add_argument("--run-id", default=None, type=RUN_ID,
+                        help="run id (a rerun with the same id replaces its output): letters, digits, _ . -")
     parser.add_argument("--log-level", default="INFO")
     return parser
 

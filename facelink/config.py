@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pwd
 import re
 import types
 import typing
@@ -30,8 +31,14 @@ ENV_VARS = {
     "FACELINK_MODELS_DIR": "paths.models_dir",
     "FACELINK_DATA_DIR": "paths.data_dir",
     "FACELINK_JARS_DIR": "paths.jars_dir",
+    "FACELINK_AUDIT_PSEUDONYM_KEY": "audit.pseudonym_key",
 }
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
+#: An identity the orchestrator passes to a job (a reviewer signed in to it); trusted only where
+#: ``review.trust_orchestrator_identity`` is true, and always recorded beside the OS account.
+IDENTITY_VAR = "FACELINK_IDENTITY"
+#: The deployment file of the Airflow DAG (default ``<conf dir>/deploy.yaml``): see :func:`load_deployment`.
+DEPLOY_FILE_VAR = "FACELINK_DEPLOY_FILE"
 
 #: Mapping keys whose values are secrets: masked in logs and in the configuration hash.
 # A key is secret when it names one of these, or has "key" as a word of its own (Azure account keys, S3 SSE-C
@@ -76,6 +83,10 @@ class IngestConf:
     max_file_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
     record_id_pattern: str = r"^(.+?)(?:__[^.]*)?\.[A-Za-z0-9]+$"
+    # folders (or URIs) ingest may read photos from; "<manifest>": the manifest's folder (the input folder),
+    # "<data_dir>": paths.data_dir
+    allowed_roots: list[str] = field(default_factory=lambda: ["<manifest>"])
+    allowed_schemes: list[str] = field(default_factory=lambda: ["file"])
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,11 @@ class AuditConf:
     purpose: str = ""
     authority: str = ""
     allowed_purposes: list[str] = field(default_factory=list)
+    # who may run accountable jobs: [] = anyone whose name fits facelink.identifiers' "operator" pattern
+    operators: list[str] = field(default_factory=list)
+    # HMAC key of the pseudonyms that stand for data subjects in runs and audit (a secret: masked in logs and
+    # the config hash); "" = a random key per process, so pseudonyms link nothing across runs
+    pseudonym_key: str = ""
     # job -> the purposes it may run under (each also in allowed_purposes); a job not listed takes any allowed one
     job_purposes: dict[str, list[str]] = field(default_factory=dict)
 
@@ -184,6 +200,36 @@ class RetentionConf:
 
 
 @dataclass(frozen=True)
+class ReviewConf:
+    # true only where jobs run under an orchestrator that signs reviewers in and sets FACELINK_IDENTITY;
+    # elsewhere the reviewer is the OS account the job runs as
+    trust_orchestrator_identity: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who runs this process: ``name`` (lower-cased) is the reviewer, ``os_user`` the account, ``source`` where
+    the name came from (``os`` or ``orchestrator``)."""
+
+    name: str
+    os_user: str
+    source: Literal["os", "orchestrator"]
+
+
+def current_identity(trust_orchestrator: bool) -> Identity:
+    """The identity of the person this job runs for, from the environment it runs in, never from its arguments.
+
+    The OS account comes from the password database by the process's uid (``getpass`` would believe
+    ``$USER``/``$LOGNAME``). ``$FACELINK_IDENTITY`` replaces it only when ``trust_orchestrator`` is true.
+    """
+    os_user = pwd.getpwuid(os.getuid()).pw_name
+    passed = os.environ.get(IDENTITY_VAR, "").strip()
+    if passed and trust_orchestrator:
+        return Identity(passed.lower(), os_user, "orchestrator")
+    return Identity(os_user.lower(), os_user, "os")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one job run."""
 
@@ -202,6 +248,7 @@ class Config:
     dedup: DedupConf = field(default_factory=DedupConf)
     dq: DqConf = field(default_factory=DqConf)
     retention: RetentionConf = field(default_factory=RetentionConf)
+    review: ReviewConf = field(default_factory=ReviewConf)
 
     def resolve(self, path: str) -> str:
         """Return ``path`` made absolute against the repository root unless it is a URI or absolute."""
@@ -223,6 +270,54 @@ class Config:
         for item in overrides:
             _apply_override(data, item)
         return _build_config(data)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the Airflow DAG runs, fixed by whoever deploys it (never by a trigger's parameters).
+
+    Attributes:
+        home: folder holding ``jobs/``, ``conf/`` and ``.jars/`` on the Airflow worker.
+        env: the configuration environment whose ``audit`` section validates the DAG's trigger parameters.
+        envs: the environments a trigger may choose (``[]``: just ``env``).
+        py_files: ``--py-files`` (``make dist``); deploy a new zip under a new name, since a running driver
+            reads modules lazily from the zip it started with.
+        driver_python: ``spark.pyspark.driver.python``.
+        executor_python: ``spark.pyspark.python`` (``./environment/bin/python`` with the packed env).
+        archives: ``spark.archives``, e.g. ``hdfs:///facelink/facelink-env.tar.gz#environment``.
+        jars: the Delta jars, relative to ``home`` or absolute.
+    """
+
+    home: str
+    env: str = "local"
+    envs: list[str] = field(default_factory=list)
+    py_files: str = "dist/facelink.zip"
+    driver_python: str = ".venv/bin/python"
+    executor_python: str = ".venv/bin/python"
+    archives: str = ""
+    jars: list[str] = field(default_factory=lambda: [".jars/delta-spark_4.2_2.13-*.jar", ".jars/delta-storage-*.jar"])
+
+    def path(self, value: str) -> str:
+        """``value`` made absolute against :attr:`home` unless it is a URI, absolute or empty."""
+        if not value or "://" in value or value.startswith(("file:", "/", "./environment")):
+            return value
+        return f"{self.home.rstrip('/')}/{value}"
+
+
+def load_deployment(home: str | Path) -> Deployment:
+    """The DAG's :class:`Deployment`: ``$FACELINK_DEPLOY_FILE`` or ``<home>/conf/deploy.yaml`` if it exists, over
+    the defaults (paths relative to ``home``).
+
+    Raises:
+        ConfigError: the file is not valid YAML, or has an unknown key or a value of the wrong type.
+    """
+    file = Path(os.environ[DEPLOY_FILE_VAR]) if os.environ.get(DEPLOY_FILE_VAR) else Path(home) / "conf" / "deploy.yaml"
+    data: dict[str, Any] = {"home": str(home)}
+    if file.is_file():
+        data.update(_read_yaml(file))
+    built = _build(Deployment, data, "deploy")
+    assert isinstance(built, Deployment)
+    return built
 
 
 def default_conf_dir() -> Path:

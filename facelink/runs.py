@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
+import hmac
 import json
 import logging
+import re
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,12 +22,27 @@ from types import TracebackType
 
 from pyspark.sql import SparkSession
 
+from facelink import identifiers
 from facelink.config import Config, config_hash
 from facelink.errors import RefusedError
 from facelink.tables import append, table_version
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
+
+
+#: The key of :func:`pseudonym` when ``audit.pseudonym_key`` is empty: random, this process's only.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def pseudonym(key: str, value: str) -> str:
+    """``ps:`` and 24 hex digits of HMAC-SHA256(key, value): stands for a data subject in runs and audit.
+
+    The same key gives the same pseudonym, so audit rows about one subject stay linkable by whoever holds
+    the key; without it the pseudonym names no one. An empty key uses a random per-process key.
+    """
+    secret = key.encode() if key else _PROCESS_KEY
+    return "ps:" + hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def new_run_id(job: str) -> str:
@@ -46,9 +65,10 @@ class Accountability:
 
 
 def require_accountability(cfg: Config, job: str) -> Accountability:
-    """Refuse an accountable job (match, dedup, erase, retention) unless operator, authority and a purpose
-    are given, the purpose being in ``audit.allowed_purposes`` and, where ``audit.job_purposes`` lists the
-    job, among that job's own purposes.
+    """Refuse an accountable job (match, dedup, erase, retention, evaluate) unless operator, authority and a
+    purpose are given, the purpose being in ``audit.allowed_purposes`` and, where ``audit.job_purposes`` lists
+    the job, among that job's own purposes; operator and authority must fit their patterns in
+    :mod:`facelink.identifiers`, and the operator be one of ``audit.operators`` when that list is given.
 
     Raises:
         RefusedError: naming what is missing; the caller's recorder audits the refusal.
@@ -57,6 +77,12 @@ def require_accountability(cfg: Config, job: str) -> Accountability:
     if missing:
         keys = ", ".join(f"audit.{k}" for k in missing)
         raise RefusedError(f"{job} refused: {keys} must be given (e.g. --set audit.purpose=...)")
+    for kind in ("operator", "authority"):
+        if not identifiers.is_valid(kind, getattr(cfg.audit, kind)):
+            raise RefusedError(f"{job} refused: audit.{kind} {getattr(cfg.audit, kind)!r} does not fit "
+                               f"{identifiers.PATTERNS[kind].pattern}")
+    if cfg.audit.operators and cfg.audit.operator not in cfg.audit.operators:
+        raise RefusedError(f"{job} refused: audit.operator {cfg.audit.operator!r} is not one of audit.operators")
     if cfg.audit.purpose not in cfg.audit.allowed_purposes:
         raise RefusedError(
             f"{job} refused: audit.purpose {cfg.audit.purpose!r} is not one of {cfg.audit.allowed_purposes}"
@@ -84,6 +110,12 @@ class RunRecorder:
     index_version: str | None = None
     detail: dict[str, object] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: Values that name a data subject (record, photo, pair ids): replaced by their pseudonym wherever they
+    #: appear in the run's ``detail`` and error, in ``runs`` and ``audit`` (which erasure does not rewrite).
+    subjects: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        identifiers.check("run id", self.run_id)  # it names report folders and replaceWhere slices
 
     def read(self, table: str) -> int:
         """Note (and return) the version of ``table`` this run reads."""
@@ -117,12 +149,20 @@ class RunRecorder:
             if exc is None:
                 raise
 
+    def pseudonymise(self, text: str) -> str:
+        """``text`` with every subject of :attr:`subjects` replaced by its pseudonym (longest first)."""
+        for value in sorted((v for v in self.subjects if v), key=len, reverse=True):
+            text = re.sub(rf"(?<![\w.:@+-]){re.escape(value)}(?![\w.:@+-])",
+                          pseudonym(self.cfg.audit.pseudonym_key, value), text)
+        return text
+
     def _record(self, outcome: str, error: str | None) -> None:
         ended = dt.datetime.now(dt.UTC)
         who = Accountability.from_config(self.cfg)
         chash = config_hash(self.cfg)
         detail = dict(self.detail)
         if error:
+            error = self.pseudonymise(error)
             detail["error"] = error
         runs_row = (
             self.run_id, self.job, self.cfg.env, self.started_at, ended, outcome, error,
@@ -133,7 +173,8 @@ class RunRecorder:
         audit_row = (
             f"{self.run_id}/{uuid.uuid4().hex[:12]}", self.run_id, self.job, who.operator, who.purpose or None,
             who.authority or None, self.tables_read, self.tables_written, self.model_id, self.index_version,
-            chash, {k: int(v) for k, v in self.counts.items()}, json.dumps(detail, sort_keys=True, default=str),
+            chash, {k: int(v) for k, v in self.counts.items()},
+            self.pseudonymise(json.dumps(detail, sort_keys=True, default=str)),
             self.started_at, ended, outcome,
         )
         rows = [(runs_spec, self.spark.createDataFrame([runs_row], runs_spec.schema)),

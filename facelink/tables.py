@@ -10,6 +10,7 @@ from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from facelink import identifiers
 from facelink.config import Config
 from schemas import TableSpec, assert_schema, get_spec
 
@@ -22,7 +23,7 @@ def ensure_table(spark: SparkSession, cfg: Config, spec: TableSpec) -> DeltaTabl
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
-    for key, value in spec.properties.items():
+    for key, value in spec.table_properties().items():
         builder = builder.property(key, value)
     return builder.execute()
 
@@ -121,15 +122,30 @@ def append(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFrame) -
     rows.write.format("delta").mode("append").save(cfg.table_path(spec.name))
 
 
+#: The columns a ``replaceWhere`` may name, with the identifier kind their value must be.
+REPLACE_COLUMNS = {"run_id": "run id"}
+
+
 def replace_where(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataFrame, column: str, value: str) -> None:
-    """Replace exactly the rows with ``column = value`` by ``rows`` in one commit (idempotent per run)."""
+    """Replace exactly the rows with ``column = value`` by ``rows`` in one commit (idempotent per run).
+
+    Delta's ``replaceWhere`` takes SQL text, not a column expression, so ``value`` is checked against its
+    identifier allow-list (:mod:`facelink.identifiers`) before it becomes a literal.
+
+    Raises:
+        ValueError: ``column`` is not one of :data:`REPLACE_COLUMNS`, ``value`` is not a valid identifier of
+            its kind, or a row lies outside the slice.
+    """
+    if column not in REPLACE_COLUMNS:
+        raise ValueError(f"{spec.name}: replaceWhere on {column!r} is not allowed (only {sorted(REPLACE_COLUMNS)})")
+    identifiers.check(REPLACE_COLUMNS[column], value)
     rows = spec.conform(rows)
     assert_schema(rows, spec)
     bad = rows.filter(F.col(column) != F.lit(value)).limit(1).count()
     if bad:
         raise ValueError(f"{spec.name}: rows outside {column}={value!r} in a replace of that slice")
     ensure_table(spark, cfg, spec)
-    predicate = f"`{column}` = '{value.replace(chr(39), chr(39) * 2)}'"
+    predicate = f"`{column}` = '{value}'"  # the allow-list admits no quote, backslash or space
     (
         rows.write.format("delta")
         .mode("overwrite")

@@ -36,6 +36,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from facelink import identifiers
 from facelink.config import Config
 from facelink.gallery import current_index, searchable_faces
 from facelink.index import build as ib
@@ -139,6 +140,7 @@ def write_partition(out_dir: Path, partition: str, index: faiss.Index, ids: np.n
                     nprobe: int, recall: float, mode: str, trained_count: int,
                     by_score: dict[str, int]) -> PartitionBuild:
     """Write the index and its position -> face id array atomically; return the manifest facts."""
+    identifiers.partition(partition)  # a file name under out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / f"{partition}.faiss"
     ids_path = out_dir / f"{partition}.ids.npy"
@@ -220,7 +222,7 @@ def run(spark: SparkSession, cfg: Config, full: bool = False, run_id: str | None
                 raise ValueError(f"no searchable gallery faces for {model_id}: run ingest and extract first")
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             version = f"{stamp}-{uuid.uuid4().hex[:8]}"
-            out_dir = Path(cfg.lake_root) / "indexes" / model_id.replace("@", "_") / version
+            out_dir = Path(cfg.lake_root) / "indexes" / identifiers.path_part(model_id) / version
             base_version, previous = current_index(spark, cfg, model_id)
             prev_by_part = {} if full else {str(r["partition"]): r for r in previous}
             builds: list[PartitionBuild] = []

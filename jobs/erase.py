@@ -34,8 +34,20 @@ session for the duration of its VACUUM calls only and then restores the previous
 because a reader or writer still on a snapshot older than the retention can fail when its files vanish: run a
 short-retention erase when no other job uses the tables, and do not share its SparkSession with other threads.
 
+What else could quote the records goes too. Delta keeps no min/max statistics of identifying columns
+(``TableSpec.identifying``, set as ``delta.dataSkippingStatsColumns`` when a table is created), so no commit
+or checkpoint of the transaction log holds their ids, which VACUUM would never remove; ``runs.error`` texts
+that quote them are redacted and ``runs`` is vacuumed with the rest; and every report folder, nightly
+summary, Data Docs page, GX validation result and evaluation or calibration cache under a local lake that
+holds one of their ids, photo id prefixes, file names or embeddings is removed (:mod:`facelink.erasure`).
+A table created before its columns were marked identifying keeps statistics in its older commits: set the
+property on it (``ALTER TABLE delta.`<path>` SET TBLPROPERTIES``) and let Delta's log cleanup (commits older
+than ``delta.logRetentionDuration``, at a checkpoint) remove those commits.
+
 The audit table is append-only and never touched: the job appends its own ``erase`` row (operator, purpose
-``erasure_request``, authority) with how many records and rows were erased, never the ids. Erasing records that
+``erasure_request``, authority) with how many records and rows were erased, never the ids. No job writes a
+data subject's id to ``runs`` or ``audit`` in the clear: the run recorder replaces the subjects a job names
+(``RunRecorder.subjects``) by keyed pseudonyms (``audit.pseudonym_key``). Erasing records that
 are already gone deletes nothing and succeeds.
 
 Run: ``python -m jobs.erase --env local --from-file ids.txt --set audit.operator=... \
@@ -52,12 +64,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from facelink.config import Config
+from facelink.erasure import Traces, sweep
 from facelink.errors import InputError
 from facelink.models import recogniser_id
 from facelink.models import recogniser_names as configured_recognisers
@@ -146,12 +160,13 @@ def transform_cluster_keys(clusters: DataFrame, erased: DataFrame) -> DataFrame:
     )
 
 
-def transform_dq_mentions(dq_results: DataFrame, tokens: DataFrame) -> DataFrame:
-    """Keys of ``dq_results`` rows whose ``observed`` text contains one of ``tokens.token``."""
-    key = list(get_spec("dq_results").key)
+def transform_dq_mentions(dq_results: DataFrame, tokens: DataFrame, column: str = "observed",
+                          key: Sequence[str] = get_spec("dq_results").key) -> DataFrame:
+    """Keys (``key``) of the rows whose ``column`` text contains one of ``tokens.token``."""
+    key = list(key)
     return (
         dq_results.alias("t")
-        .join(F.broadcast(tokens.alias("s")), F.expr("instr(t.observed, s.token) > 0"), how="left_semi")
+        .join(F.broadcast(tokens.alias("s")), F.instr(F.col(f"t.{column}"), F.col("s.token")) > 0, how="left_semi")
         .select(*key)
         .distinct()
     )
@@ -188,19 +203,21 @@ def delete_where(spark: SparkSession, cfg: Config, table: str, condition: Column
     return matched
 
 
-def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str]) -> int:
-    """Replace ``observed`` by a redaction mark where it quotes one of ``tokens``; return how many rows."""
-    if not tokens or not table_exists(spark, cfg, "dq_results"):
+def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str], table: str = "dq_results",
+                      column: str = "observed") -> int:
+    """Replace ``column`` of ``table`` (``dq_results.observed``, ``runs.error``) by a redaction mark where it
+    quotes one of ``tokens``; return how many rows."""
+    if not tokens or not table_exists(spark, cfg, table):
         return 0
     token_df = spark.createDataFrame([(t,) for t in tokens], "token string")
-    keys = transform_dq_mentions(read_table(spark, cfg, "dq_results"), token_df).collect()
+    spec = get_spec(table)
+    keys = transform_dq_mentions(read_table(spark, cfg, table), token_df, column, spec.key).collect()
     if keys:
-        spec = get_spec("dq_results")
         key_df = spark.createDataFrame(keys, T.StructType([spec.schema[k] for k in spec.key]))
         cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
-        target = DeltaTable.forPath(spark, cfg.table_path("dq_results"))
-        target.alias("t").merge(key_df.alias("s"), cond).whenMatchedUpdate(set={"observed": F.lit(REDACTED)}).execute()
-    log.info("dq_results: %d rows redacted", len(keys))
+        target = DeltaTable.forPath(spark, cfg.table_path(table))
+        target.alias("t").merge(key_df.alias("s"), cond).whenMatchedUpdate(set={column: F.lit(REDACTED)}).execute()
+    log.info("%s: %d rows redacted", table, len(keys))
     return len(keys)
 
 
@@ -353,7 +370,29 @@ def erase_rows(spark: SparkSession, cfg: Config, keys: DataFrame, photo_ids: Seq
         deleted[table] = delete_matching(spark, cfg, table, keys, condition)
     # GX samples print values with repr(): a record id appears quoted; a photo id is distinctive as it is.
     deleted["dq_results"] = redact_dq_results(spark, cfg, [*(repr(r) for r in record_ids), *photo_ids])
+    # A failed run's error text may quote what it failed on (runs only; audit errors are pseudonymised).
+    deleted["runs"] = redact_dq_results(spark, cfg, [*record_ids, *photo_ids], "runs", "error")
     return deleted
+
+
+def erasure_traces(spark: SparkSession, cfg: Config, keys: DataFrame, record_ids: Sequence[str]) -> Traces:
+    """What identifies the records in files beside the tables (read before their rows go): their ids, photo
+    ids, ingested file names and embeddings."""
+    photo_ids: list[str] = []
+    paths: list[str] = []
+    for table in ("photos", "rejects"):
+        if table_exists(spark, cfg, table):
+            rows = read_table(spark, cfg, table).join(F.broadcast(keys), "record_id", how="left_semi").select(
+                "photo_id", "source_path")
+            for r in rows.collect():
+                photo_ids += [r["photo_id"]] if r["photo_id"] else []
+                paths.append(r["source_path"])
+    vectors: list[bytes] = []
+    if table_exists(spark, cfg, "faces"):
+        faces = read_table(spark, cfg, "faces").filter(F.col("embedding").isNotNull())
+        found = faces.join(F.broadcast(keys), "record_id", how="left_semi").select("embedding").collect()
+        vectors = [np.asarray(r["embedding"], np.float32).tobytes() for r in found]
+    return Traces.of(record_ids, photo_ids, paths, vectors)
 
 
 def run(spark: SparkSession, cfg: Config, record_ids: Sequence[str], run_id: str | None = None) -> EraseResult:
@@ -371,25 +410,28 @@ def run(spark: SparkSession, cfg: Config, record_ids: Sequence[str], run_id: str
         if hours < 0:
             raise ValueError(f"retention.vacuum_hours must be >= 0, got {hours}")
         names = recogniser_names(spark, cfg)
-        present = [t for t in (*PERSONAL_TABLES, "index_manifest") if table_exists(spark, cfg, t)]
+        present = [t for t in (*PERSONAL_TABLES, "runs", "index_manifest") if table_exists(spark, cfg, t)]
         for table in present:
             rec.read(table)
         log.info("erase %s: %d records requested", run_id, len(ids))
         keys = spark.createDataFrame([(r,) for r in ids], "record_id string")
         photos = _photos_of(spark, cfg, keys)
+        traces = erasure_traces(spark, cfg, keys, ids)
         deleted = erase_rows(spark, cfg, keys, sorted({p for _, p in photos}), ids)
         versions, retired = rebuild_indexes(spark, cfg, names, run_id)
         removed = purge_index_files(spark, cfg, retired)
-        vacuumed = vacuum_tables(spark, cfg, PERSONAL_TABLES, hours)
+        vacuumed = vacuum_tables(spark, cfg, (*PERSONAL_TABLES, "runs"), hours)
+        swept = sweep(cfg.lake_root, traces)
         result = EraseResult(run_id, len(ids), len({r for r, _ in photos}), deleted, versions, retired, removed,
                              vacuumed)
         rec.counts.update(records=result.records, records_found=result.records_found,
-                          index_files_removed=removed, **{f"{t}_rows": n for t, n in deleted.items()})
+                          index_files_removed=removed, derived_files_removed=len(swept),
+                          **{f"{t}_rows": n for t, n in deleted.items()})
         rec.detail.update(records=result.records, vacuum_hours=hours, index_versions=versions,
                           retired_models=list(retired), vacuumed=list(vacuumed))
         rec.index_version = next(iter(versions.values())) if len(versions) == 1 else None
         for table in present:
-            if table in PERSONAL_TABLES:
+            if table in (*PERSONAL_TABLES, "runs"):
                 rec.wrote(table)
         log.info("erase %s: %d of %d records found; rows deleted %s", run_id, result.records_found, result.records,
                  deleted)

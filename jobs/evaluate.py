@@ -9,7 +9,12 @@ identification and planted-duplicate recall on the :mod:`facelink.sample` archiv
 set has group labels, calibration on held-back folds, and the time cost per photo. Figures go to the
 ``evaluations`` table (replaced per run id) and to ``<lake>/reports/evaluation/<run_id>/``.
 
-Run: ``python -m jobs.evaluate --env local --set lake.root=./lake_eval \
+The job is accountable like match and dedup (``audit.operator``, ``audit.purpose=evaluation``,
+``audit.authority``; the ingest and extraction it runs are audited under the same purpose), and refuses a
+lake whose gallery holds photos that no evaluation ingested unless ``--allow-production-gallery`` is given.
+
+Run: ``python -m jobs.evaluate --env local --set lake.root=./lake_eval --set audit.operator=... \
+--set audit.purpose=evaluation --set audit.authority=... \
 --manifest ../shared/datasets/lfw_dev/manifest.csv --pairs ../shared/datasets/lfw_dev/pairs.txt --sample full``.
 """
 
@@ -28,10 +33,12 @@ from typing import Any
 
 import numpy as np
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
+from facelink import identifiers
 from facelink.calibration import band_levels
 from facelink.config import Config
-from facelink.errors import InputError
+from facelink.errors import InputError, RefusedError
 from facelink.evaluation import report as rep
 from facelink.evaluation.dataset import (
     SET_COLUMN,
@@ -46,8 +53,8 @@ from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
 from facelink.models import model_spec, recogniser_id
-from facelink.runs import RunRecorder, new_run_id
-from facelink.tables import replace_where
+from facelink.runs import RunRecorder, new_run_id, require_accountability
+from facelink.tables import read_table, replace_where, table_exists
 from jobs import extract, ingest
 from schemas import get_spec
 
@@ -65,8 +72,25 @@ class EvaluationResult:
 
 
 def report_location(cfg: Config, run_id: str) -> str:
-    """``<lake.root>/reports/evaluation/<run_id>``."""
-    return f"{cfg.lake_root.rstrip('/')}/reports/evaluation/{run_id}"
+    """``<lake.root>/reports/evaluation/<run_id>``.
+
+    Raises:
+        ValueError: ``run_id`` is not a valid run id (the folder is removed and rewritten: it must be one
+            folder under ``reports/evaluation``).
+    """
+    return f"{cfg.lake_root.rstrip('/')}/reports/evaluation/{identifiers.run_id(run_id)}"
+
+
+def production_gallery_rows(spark: SparkSession, cfg: Config) -> int:
+    """Gallery photos of the lake that no evaluation ingested (their ingest run's ``audit`` purpose is not
+    ``evaluation``): a production archive, which an evaluation must not write beside."""
+    if not table_exists(spark, cfg, "photos"):
+        return 0
+    evaluation_ingests = read_table(spark, cfg, "audit").filter(
+        (F.col("job") == "ingest") & (F.col("purpose") == "evaluation") & (F.col("outcome") == "succeeded")
+    ).select(F.col("run_id").alias("ingest_run_id"))
+    gallery = read_table(spark, cfg, "photos").filter(F.col("role") == "gallery").select("ingest_run_id")
+    return gallery.join(evaluation_ingests.distinct(), "ingest_run_id", how="left_anti").count()
 
 
 def _local(uri: str) -> Path | None:
@@ -110,7 +134,7 @@ def _costs(cfg: Config, labelled: LabelledSet, configs: Sequence[EvalConfig], n:
 def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = None, sample: str | None = None,
         group_column: str | None = None, group_pattern: str | None = None, configs: Sequence[str] | None = None,
         run_id: str | None = None, settings: EvaluationSettings | None = None,
-        identity_fixes: str | None = None) -> EvaluationResult:
+        identity_fixes: str | None = None, allow_production_gallery: bool = False) -> EvaluationResult:
     """Evaluate on the labelled set of ``manifest``; see the module docstring.
 
     Args:
@@ -125,6 +149,11 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         settings: Evaluation settings (default: ``cfg.evaluation``, see :func:`evaluation_settings`).
         identity_fixes: ``lfw`` (the checked lfw_dev fixes), a ``key,identity`` CSV, or None: label
             corrections applied to the 1:N and calibration truth (LFW pairs keep their own labels).
+        allow_production_gallery: run even though the lake holds gallery photos that no evaluation ingested.
+
+    Raises:
+        RefusedError: operator, authority or the purpose ``evaluation`` is missing, or the lake holds a
+            production gallery and ``allow_production_gallery`` is false (audited, nothing is written).
     """
     settings = settings or evaluation_settings(cfg)
     if configs:
@@ -136,13 +165,20 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
     default = default_config(cfg)
     target = report_location(cfg, run_id)
     local = _local(target)
-    work = local if local is not None else Path(tempfile.mkdtemp(prefix="facelink-eval-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     model_ids = {r: model_spec(cfg, r).model_id for c in [*evaluated, default] for r in c.recognisers}
     with RunRecorder(spark, cfg, JOB, run_id, model_id=recogniser_id(cfg)) as rec:
+        require_accountability(cfg, JOB)
         rec.read("photos")
+        rec.detail.update(allow_production_gallery=allow_production_gallery)
+        production = production_gallery_rows(spark, cfg)
+        if production and not allow_production_gallery:
+            raise RefusedError(f"evaluate refused: the lake {cfg.lake_root} holds {production} gallery photos that "
+                               "no evaluation ingested; evaluate in a lake of its own (--set lake.root=...), or "
+                               "pass --allow-production-gallery")
+        work = local if local is not None else Path(tempfile.mkdtemp(prefix="facelink-eval-"))
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
         store, faces_checks = _extract(spark, cfg, labelled, evaluated, default, work, run_id)
         rec.read("faces")
         proto_pairs = _pairs(labelled, pairs, settings)
@@ -180,7 +216,8 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
 def _extract(spark: SparkSession, cfg: Config, labelled: LabelledSet, evaluated: Sequence[EvalConfig],
              default: EvalConfig, work: Path, run_id: str) -> tuple[EmbeddingStore, list[dict[str, Any]]]:
     """Ingest and extract the set for real, then fill the variant cache; check ``faces`` against it."""
-    eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}"])
+    eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}",
+                                   f"ingest.allowed_roots={json.dumps([str(labelled.root.resolve())])}"])
     ingest_manifest = write_ingest_manifest(labelled, work / "ingest_manifest.csv")
     res = ingest.run(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
     if res.rejects:
@@ -236,6 +273,8 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
     parser.add_argument("--group-column", default=None, help="manifest column holding a group label")
     parser.add_argument("--group-pattern", default=None, help="regex whose group 1 in each path is its group")
     parser.add_argument("--configs", default=None, help="comma-separated configurations (evaluation.configs)")
+    parser.add_argument("--allow-production-gallery", action="store_true",
+                        help="run in a lake whose gallery holds photos no evaluation ingested (default: refuse)")
     parser.add_argument("--identity-fixes", default=None,
                         help="label fixes: 'lfw' (checked lfw_dev fixes) or a key,identity CSV")
 
@@ -244,7 +283,8 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
             raise InputError("give --group-column or --group-pattern, not both")
         configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else None
         res = run(spark, cfg, args.manifest, args.pairs, args.sample, args.group_column, args.group_pattern,
-                  configs, args.run_id, identity_fixes=args.identity_fixes)
+                  configs, args.run_id, identity_fixes=args.identity_fixes,
+                  allow_production_gallery=args.allow_production_gallery)
         print(f"evaluate {res.run_id}: {res.rows} figures; report in {res.report_dir}")
         print(json.dumps(res.headline, indent=1))
 

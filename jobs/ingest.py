@@ -5,6 +5,11 @@ the manifest's folder or absolute) or a folder of images whose file names give t
 row ends as exactly one of: a new photo, a photo already present, or a reject with a reason. The job checks
 ``rows in = new + already present + rejects`` and fails loudly if it does not hold.
 
+Paths are untrusted: only files under ``ingest.allowed_roots`` (default: the manifest's folder) are read, and
+only the files the input lists; a path outside, through a symlink leaving a root, with a ``..`` component, a
+scheme not in ``ingest.allowed_schemes`` or a glob character is a reject with its reason
+(:mod:`facelink.input_paths`).
+
 Run: ``python -m jobs.ingest --env local --input PATH [--role probe]``.
 """
 
@@ -25,6 +30,7 @@ from pyspark.sql import types as T
 
 from facelink.config import Config
 from facelink.errors import AccountingError, InputError
+from facelink.input_paths import make_verdict_fn, resolve_roots
 from facelink.runs import RunRecorder, new_run_id
 from facelink.tables import insert_new
 from schemas import get_spec
@@ -94,6 +100,7 @@ def read_manifest(spark: SparkSession, manifest: str) -> DataFrame:
         F.trim(F.col("record_id").cast("string")).alias("record_id"),
         F.regexp_replace(source, r"/\./", "/").alias("source_path"),
         metadata.alias("metadata"),
+        path.alias("given_path"),
     ).withColumn("row_no", F.monotonically_increasing_id())
 
 
@@ -127,16 +134,32 @@ def list_files(spark: SparkSession, folders: Sequence[str], recursive: bool = Fa
     return spark.createDataFrame(found, schema) if found else spark.createDataFrame([], schema)
 
 
-def _existing(spark: SparkSession, folders: Sequence[str]) -> list[str]:
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None, "no JVM behind the SparkContext"
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()
-    out = []
-    for folder in folders:
-        hpath = jvm.org.apache.hadoop.fs.Path(folder)
-        if hpath.getFileSystem(hconf).exists(hpath):
-            out.append(folder)
-    return out
+def transform_path_checks(candidates: DataFrame, roots: Sequence[str], schemes: Sequence[str]) -> DataFrame:
+    """The candidates with ``path_reason`` and ``path_detail``: why each path may not be read (null: it may).
+
+    See :mod:`facelink.input_paths`; the checks run on the executors, where the files are read.
+    """
+    verdicts = candidates.select("row_no", "given_path", "source_path").mapInPandas(
+        make_verdict_fn(roots, schemes), schema="row_no long, path_reason string, path_detail string"  # type: ignore[arg-type]
+    )
+    return candidates.join(verdicts, "row_no", how="left")
+
+
+def read_listed(spark: SparkSession, candidates: DataFrame, files_meta: DataFrame,
+                max_bytes: int) -> tuple[DataFrame, int]:
+    """``path, content`` of exactly the listed files that may be read, exist and fit ``max_bytes``; and how
+    many files that is.
+
+    Only these paths reach ``binaryFile`` (never a folder, so no other file of a folder is read); the path
+    checks refused glob characters, so each path names one file.
+    """
+    readable = (candidates.filter(F.col("path_reason").isNull()).select("source_path").distinct()
+                .join(files_meta.withColumnRenamed("path", "source_path"), "source_path", how="inner")
+                .filter((F.col("length") > 0) & (F.col("length") <= max_bytes)))
+    paths = sorted(r[0] for r in readable.select("source_path").collect())
+    if not paths:
+        return spark.createDataFrame([], "path string, content binary"), 0
+    return spark.read.format("binaryFile").load(paths).select("path", "content"), len(paths)
 
 
 def read_folder(spark: SparkSession, folder: str, pattern: str) -> DataFrame:
@@ -148,6 +171,7 @@ def read_folder(spark: SparkSession, folder: str, pattern: str) -> DataFrame:
         F.when(record_id == "", None).otherwise(record_id).alias("record_id"),
         F.col("path").alias("source_path"),
         F.create_map().cast("map<string,string>").alias("metadata"),
+        F.lit(None).cast("string").alias("given_path"),
     ).withColumn("row_no", F.monotonically_increasing_id())
 
 
@@ -177,7 +201,8 @@ def transform_validate(candidates: DataFrame, files_meta: DataFrame, files_conte
     """Attach file facts and a reject reason (or none) to every candidate row."""
     with_meta = candidates.join(files_meta.withColumnRenamed("path", "source_path"), "source_path", how="left")
     readable = with_meta.filter(
-        F.col("record_id").isNotNull() & (F.col("record_id") != "") & F.col("length").isNotNull()
+        F.col("record_id").isNotNull() & (F.col("record_id") != "") & F.col("path_reason").isNull()
+        & F.col("length").isNotNull()
         & (F.col("length") > 0) & (F.col("length") <= max_bytes)
     )
     with_content = readable.join(files_content.withColumnRenamed("path", "source_path"), "source_path", how="inner")
@@ -187,13 +212,15 @@ def transform_validate(candidates: DataFrame, files_meta: DataFrame, files_conte
     joined = with_meta.join(decoded, "row_no", how="left")
     reason = (
         F.when(F.col("record_id").isNull() | (F.col("record_id") == ""), F.lit("missing_record_id"))
+        .when(F.col("path_reason").isNotNull(), F.col("path_reason"))
         .when(F.col("length").isNull(), F.lit("missing_file"))
         .when(F.col("length") == 0, F.lit("empty_file"))
         .when(F.col("length") > max_bytes, F.lit("file_too_large"))
         .otherwise(F.col("reason"))
     )
     detail = (
-        F.when(F.col("length").isNull(), F.lit("no such file"))
+        F.when(F.col("path_reason").isNotNull(), F.col("path_detail"))
+        .when(F.col("length").isNull(), F.lit("no such file"))
         .when(F.col("length") > max_bytes, F.format_string("%d bytes > limit %d", F.col("length"), F.lit(max_bytes)))
         .otherwise(F.col("detail"))
     )
@@ -230,7 +257,10 @@ def partition_col(partition_column: str, buckets: int) -> F.Column:
     """The archive partition: a metadata value, or a stable hash bucket of the record id."""
     if partition_column:
         value = F.col("metadata").getItem(partition_column)
-        return F.coalesce(F.regexp_replace(value, r"[^A-Za-z0-9_.-]", "_"), F.lit("_unassigned"))
+        # The partition names index files: made to fit facelink.identifiers' "partition" pattern here.
+        safe = F.substring(F.regexp_replace(F.regexp_replace(value, r"[^A-Za-z0-9_.-]", "_"), r"^\.|\.(?=\.)", "_"),
+                           1, 64)
+        return F.coalesce(F.when(safe != "", safe), F.lit("_unassigned"))
     return F.format_string("b%03d", F.pmod(F.xxhash64("record_id"), F.lit(buckets)))
 
 
@@ -266,21 +296,19 @@ def run(spark: SparkSession, cfg: Config, input_path: str, role: str | None = No
         rec.read("photos")
         if os.path.isdir(input_path) and not input_path.endswith(".parquet"):
             candidates = read_folder(spark, input_path, cfg.ingest.record_id_pattern)
-            folders = [qualify_path(input_path)]
+            home = input_path
             recursive = True
         else:
             candidates = read_manifest(spark, input_path)
-            folders = _parent_dirs(candidates)
+            home = input_path.rsplit("/", 1)[0] if "://" in input_path else os.path.dirname(os.path.abspath(input_path))
             recursive = False
-        candidates = candidates.cache()
+        roots = resolve_roots(cfg.ingest.allowed_roots, home, cfg.resolve(cfg.paths.data_dir))
+        candidates = transform_path_checks(candidates, roots, cfg.ingest.allowed_schemes).cache()
         input_rows = candidates.count()
+        allowed = candidates.filter(F.col("path_reason").isNull())
+        folders = [qualify_path(input_path)] if recursive else _parent_dirs(allowed)
         files_meta = list_files(spark, folders, recursive).cache()
-        folders = _existing(spark, folders)
-        files_content = (
-            spark.read.format("binaryFile").option("recursiveFileLookup", str(recursive).lower()).load(folders)
-            .filter(F.col("length") <= cfg.ingest.max_file_bytes).select("path", "content")
-            if folders else spark.createDataFrame([], "path string, content binary")
-        )
+        files_content, files_read = read_listed(spark, candidates, files_meta, cfg.ingest.max_file_bytes)
         validated = transform_validate(
             candidates, files_meta, files_content, cfg.ingest.max_file_bytes, cfg.ingest.max_pixels
         )
@@ -299,8 +327,8 @@ def run(spark: SparkSession, cfg: Config, input_path: str, role: str | None = No
             candidates.unpersist()
         result = IngestResult(run_id, input_rows, new_photos, n_accepted - new_photos, n_rejected, new_rejects)
         rec.counts.update(input_rows=input_rows, new_photos=new_photos, already_present=result.already_present,
-                          rejects=n_rejected, new_rejects=new_rejects)
-        rec.detail.update(input=input_path, role=role)
+                          rejects=n_rejected, new_rejects=new_rejects, files_read=files_read)
+        rec.detail.update(input=input_path, role=role, allowed_roots=roots)
         rec.wrote("photos")
         rec.wrote("rejects")
         if input_rows != new_photos + result.already_present + n_rejected:

@@ -154,10 +154,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
 
 
 def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
-    from facelink.cli import base_parser, run_job
+    from facelink.cli import RUN_ID, base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
-    parser.add_argument("--probe-run-id", default=None, help="only probes of this ingest run (default: all)")
+    parser.add_argument("--probe-run-id", default=None, type=RUN_ID,
+                        help="only probes of this ingest run (default: all)")
 
     def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         res = run(spark, cfg, args.run_id, args.probe_run_id)

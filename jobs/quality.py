@@ -75,13 +75,13 @@ def parse_tables(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
-    from facelink.cli import base_parser, run_job
+    from facelink.cli import RUN_ID, base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
     parser.add_argument("--tables", type=parse_tables, default=list(CHECKED_TABLES),
                         help=f"comma-separated tables to check, or 'all' (the default): "
                              f"{','.join(CHECKED_TABLES)}")
-    parser.add_argument("--scope-run-id", default=None,
+    parser.add_argument("--scope-run-id", default=None, type=RUN_ID,
                         help="check only the rows written by this run (ingest/extract/match/dedup run id)")
 
     def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:

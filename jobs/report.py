@@ -250,11 +250,11 @@ def _thumb_side(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
-    from facelink.cli import base_parser, run_job
+    from facelink.cli import RUN_ID, base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
-    parser.add_argument("--match-run-id", default=None, help="match run to report (default: the latest)")
-    parser.add_argument("--dedup-run-id", default=None, help="dedup run to report (default: the latest)")
+    parser.add_argument("--match-run-id", default=None, type=RUN_ID, help="match run to report (default: the latest)")
+    parser.add_argument("--dedup-run-id", default=None, type=RUN_ID, help="dedup run to report (default: the latest)")
     parser.add_argument("--max-items", type=_at_least_one, default=200,
                         help="most strong candidates and most clusters shown (best scores first)")
     parser.add_argument("--thumb-side", type=_thumb_side, default=160, help="thumbnail size in pixels (16..320)")

@@ -5,7 +5,14 @@ A *subject* is a duplicate candidate pair (``pair``, by ``pair_id``), a duplicat
 (``same_person``, ``different_people`` or ``inconclusive``) is appended to the ``reviews`` table with the
 subject's source run and record ids; the candidate tables are never edited. Unknown subjects are refused.
 
-Status of a subject, from each reviewer's *latest* decision (reviewer names are compared lower-cased):
+The reviewer is who the job runs as, never an argument: the OS account (from the password database), or,
+where ``review.trust_orchestrator_identity`` is set, the identity an orchestrator that signs reviewers in
+passes as ``FACELINK_IDENTITY`` (the account is recorded beside it in the run's audit detail). Nobody
+reviews a candidate of a run they operated (the ``audit.operator`` of its dedup or match run): refused.
+
+Status of a subject, from each reviewer's *latest* decision on the record ids the subject has now (a
+decision on a cluster that has since gained or lost a member no longer counts, so the cluster is ``open``
+again; reviewer names are compared lower-cased):
 
 * ``disputed``: at least one reviewer says same person and at least one says different people;
 * ``confirmed_same`` / ``confirmed_different``: two or more DIFFERENT reviewers agree (one reviewer
@@ -33,7 +40,7 @@ which is::
 also run against catalog tables of those names.) A subject found in several runs is shown with its latest
 run (run ids start with the job name and a UTC timestamp, so they sort in time).
 
-Run: ``python -m jobs.review record --reviewer alice --subject-type pair --subject-id <pair_id>
+Run: ``python -m jobs.review record --subject-type pair --subject-id <pair_id>
 --decision same_person [--note "..."] [--source-run-id RUN]`` and ``python -m jobs.review queue
 [--limit 50] [--subject-type pair]``.
 """
@@ -49,8 +56,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from facelink.config import Config
-from facelink.errors import InputError
+from facelink.config import Config, Identity, current_identity
+from facelink.errors import InputError, RefusedError
 from facelink.runs import RunRecorder, new_run_id
 from facelink.tables import insert_new, read_table
 from schemas import get_spec
@@ -84,11 +91,16 @@ FROM matches
 """
 
 REVIEW_STATUS_SQL = """
-WITH latest AS (
+WITH current_reviews AS (
+  SELECT r.* FROM reviews r
+  LEFT JOIN review_subjects s ON r.subject_type = s.subject_type AND r.subject_id = s.subject_id
+  WHERE s.record_ids IS NULL OR array_sort(r.record_ids) = array_sort(s.record_ids)
+),
+latest AS (
   SELECT subject_type, subject_id, reviewer, decision,
          row_number() OVER (PARTITION BY subject_type, subject_id, reviewer
                             ORDER BY reviewed_at DESC, review_id DESC) AS nth
-  FROM reviews
+  FROM current_reviews
 ),
 votes AS (
   SELECT subject_type, subject_id,
@@ -227,28 +239,52 @@ def resolve_subject(spark: SparkSession, cfg: Config, subject_type: str, subject
     return Subject(subject_type, subject_id, found["run_id"], tuple(found["ids"]))
 
 
+def run_operators(spark: SparkSession, cfg: Config, run_id: str) -> set[str]:
+    """The operators (lower-cased) that ``audit`` records for the dedup or match run ``run_id``."""
+    audit = read_table(spark, cfg, "audit").filter(
+        (F.col("run_id") == F.lit(run_id)) & F.col("job").isin("dedup", "match") & F.col("operator").isNotNull())
+    return {str(r["operator"]).strip().lower() for r in audit.select("operator").distinct().collect()}
+
+
 def record_review(
-    spark: SparkSession, cfg: Config, reviewer: str, subject_type: str, subject_id: str, decision: str,
-    note: str | None = None, source_run_id: str | None = None, run_id: str | None = None,
+    spark: SparkSession, cfg: Config, reviewer: str | Identity | None, subject_type: str, subject_id: str,
+    decision: str, note: str | None = None, source_run_id: str | None = None, run_id: str | None = None,
 ) -> Review:
     """Append one reviewer's decision on a subject to ``reviews`` (a rerun with the same run id adds nothing).
+
+    Args:
+        reviewer: who decides; None: the identity this process runs as (:func:`facelink.config.current_identity`),
+            which is what the command line uses. A name given here is trusted as the caller's.
 
     Raises:
         ValueError: empty reviewer, unknown subject type or decision.
         UnknownSubjectError: the subject is not in its candidate table; nothing is written.
+        RefusedError: the reviewer operated the run that produced the subject; nothing is written.
     """
-    name = reviewer.strip().lower()
+    if reviewer is None:
+        reviewer = current_identity(cfg.review.trust_orchestrator_identity)
+    identity = reviewer if isinstance(reviewer, Identity) else None
+    name = (identity.name if identity else str(reviewer)).strip().lower()
     if not name:
         raise ValueError("reviewer: a reviewer's name is required")
     if decision not in DECISIONS:
         raise ValueError(f"decision: expected one of {DECISIONS}, got {decision!r}")
     run_id = run_id or new_run_id(JOB)
     with RunRecorder(spark, cfg, JOB, run_id) as rec:
+        # runs and audit name the subject by pseudonym only (a match subject quotes the probe's photo id)
+        rec.subjects.update([subject_id, *subject_id.split("/")[1:2]])
         rec.detail.update(action="record", reviewer=name, subject_type=subject_type, subject_id=subject_id,
                           decision=decision)
         if subject_type in SUBJECT_TABLES:
             rec.read(SUBJECT_TABLES[subject_type])
         subject = resolve_subject(spark, cfg, subject_type, subject_id, source_run_id)
+        rec.subjects.update(subject.record_ids)
+        if identity is not None:
+            rec.detail.update(os_user=identity.os_user, identity_source=identity.source)
+        rec.read("audit")
+        if name in run_operators(spark, cfg, subject.source_run_id):
+            raise RefusedError(f"review refused: {name} operated run {subject.source_run_id}, which produced this "
+                               f"{subject_type}; a candidate is reviewed by people other than its operator")
         review = Review(run_id, subject, name, decision, note or None, dt.datetime.now(dt.UTC))
         spec = get_spec("reviews")
         row = (review.review_id, subject.subject_type, subject.subject_id, subject.source_run_id,
@@ -261,10 +297,12 @@ def record_review(
 
 def _add_common(sub: argparse.ArgumentParser) -> None:
     """The job-wide options, accepted after the subcommand too (given there, they win)."""
+    from facelink.cli import RUN_ID
+
     sub.add_argument("--env", default=argparse.SUPPRESS)
     sub.add_argument("--conf-dir", default=argparse.SUPPRESS)
     sub.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS)
-    sub.add_argument("--run-id", default=argparse.SUPPRESS)
+    sub.add_argument("--run-id", default=argparse.SUPPRESS, type=RUN_ID)
     sub.add_argument("--log-level", default=argparse.SUPPRESS)
 
 
@@ -281,17 +319,17 @@ def format_queue(rows: Sequence[Row]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from facelink.cli import base_parser, run_job
+    from facelink.cli import RUN_ID, base_parser, run_job
 
     parser = base_parser(JOB, __doc__.splitlines()[0] if __doc__ else JOB)
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("record", help="record one reviewer's decision on a subject")
-    rec.add_argument("--reviewer", required=True, help="the reviewer's name (compared lower-cased)")
     rec.add_argument("--subject-type", choices=SUBJECT_TYPES, required=True)
     rec.add_argument("--subject-id", required=True, help="pair_id, cluster_id, or run_id/probe_photo_id/rank")
     rec.add_argument("--decision", choices=DECISIONS, required=True)
     rec.add_argument("--note", default=None)
-    rec.add_argument("--source-run-id", default=None, help="the candidate run (default: the latest holding it)")
+    rec.add_argument("--source-run-id", default=None, type=RUN_ID,
+                     help="the candidate run (default: the latest holding it)")
     queue = commands.add_parser("queue", help="print the open review queue")
     queue.add_argument("--limit", type=int, default=50)
     queue.add_argument("--subject-type", choices=SUBJECT_TYPES, default=None)
@@ -300,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def job(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         if args.command == "record":
-            review = record_review(spark, cfg, args.reviewer, args.subject_type, args.subject_id, args.decision,
+            review = record_review(spark, cfg, None, args.subject_type, args.subject_id, args.decision,
                                    args.note, args.source_run_id, args.run_id)
             print(f"review {review.review_id}: {review.reviewer} -> {review.decision} on "
                   f"{review.subject.subject_type} {review.subject.subject_id} "

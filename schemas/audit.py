@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="audit",
+    identifying=('detail',),
     comment="Who ran what, for what purpose, under what authority, on which data and model. Append-only.",
     key=("audit_id",),
     append_only=True,

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="dq_results",
+    identifying=('observed',),
     comment="Great Expectations results per gate run and expectation; critical failures stop the pipeline.",
     key=("run_id", "table_name", "expectation"),
     schema=T.StructType([

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="duplicate_candidates",
+    identifying=('pair_id', 'record_id_a', 'photo_id_a', 'record_id_b', 'photo_id_b'),
     comment=(
         "CANDIDATE duplicate enrolments for review, not findings: two different record ids whose primary faces "
         "score above the run's threshold. Side a is the lexicographically smaller (record_id, photo_id)."

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="duplicate_clusters",
+    identifying=('cluster_id', 'record_id', 'strongest_link_record_id'),
     comment="Records linked by candidate pairs (connected components); each member with its strongest link.",
     key=("run_id", "cluster_id", "record_id"),
     schema=T.StructType([

@@ -8,6 +8,7 @@ F32 = T.FloatType()
 
 SPEC = TableSpec(
     name="faces",
+    identifying=('record_id', 'photo_id', 'error'),
     comment=(
         "One row per detected face of a photo for one recogniser (model_id); a photo where no face was found "
         "or that could not be processed has one row with face_index -1 and the status saying why."

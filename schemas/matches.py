@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="matches",
+    identifying=('probe_record_id', 'probe_photo_id', 'candidate_record_id', 'candidate_photo_id'),
     comment=(
         "CANDIDATES, NOT IDENTIFICATIONS: for each probe photo, up to k gallery faces ranked by score, with "
         "the estimated false-positive identification rate at that score. A reviewer decides."

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="photos",
+    identifying=('record_id', 'photo_id', 'source_path'),
     comment="One photo of one record (record_id, photo_id = sha256 of the image bytes). Ingested, not judged.",
     key=("record_id", "photo_id"),
     partition_by=("role", "partition"),

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="probe_status",
+    identifying=('probe_record_id', 'probe_photo_id', 'reason'),
     comment="One row per probe photo per run: searched (with how many candidates), or why it was not.",
     key=("run_id", "probe_photo_id"),
     schema=T.StructType([

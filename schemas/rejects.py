@@ -18,6 +18,7 @@ REASONS = (
 
 SPEC = TableSpec(
     name="rejects",
+    identifying=('reject_id', 'record_id', 'source_path', 'photo_id', 'detail'),
     comment="An input row that did not become a photo, and why. Nothing is dropped silently.",
     key=("reject_id",),
     schema=T.StructType([

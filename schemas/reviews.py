@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="reviews",
+    identifying=('subject_id', 'note'),
     comment="One decision by one named reviewer. A pair is confirmed only when two different reviewers agree.",
     key=("review_id",),
     schema=T.StructType([

@@ -6,6 +6,7 @@ from schemas.spec import TableSpec, col
 
 SPEC = TableSpec(
     name="runs",
+    identifying=('error',),
     comment="One row per job run (operational record; the accountable record is `audit`).",
     key=("run_id", "job", "started_at"),
     schema=T.StructType([

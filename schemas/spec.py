@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+#: Types Delta keeps min/max statistics of (booleans, binaries and nested types get none).
+STATS_TYPES = (T.StringType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+               T.DecimalType, T.DateType, T.TimestampType)
+
 
 def col(name: str, dtype: T.DataType, nullable: bool = True, comment: str = "") -> T.StructField:
     """A column with its comment stored in the field metadata (Delta keeps it as the column comment)."""
@@ -25,6 +29,9 @@ class TableSpec:
         comment: what one row means.
         properties: Delta table properties.
         append_only: the table only ever grows (audit); enforced by Delta's ``appendOnly`` property.
+        identifying: columns whose values name a person or a photo (ids, file paths, free text quoting them).
+            Delta keeps no statistics of them (:meth:`table_properties`): a data file's min/max values live
+            on in the transaction log's commits and checkpoints after the file itself is vacuumed.
     """
 
     name: str
@@ -34,6 +41,28 @@ class TableSpec:
     comment: str = ""
     properties: dict[str, str] = field(default_factory=dict)
     append_only: bool = False
+    identifying: tuple[str, ...] = ()
+
+    def stats_columns(self) -> list[str]:
+        """The columns Delta collects min/max statistics of: atomic, not partition keys, not identifying."""
+        return [f.name for f in self.schema.fields
+                if isinstance(f.dataType, STATS_TYPES) and f.name not in self.partition_by
+                and f.name not in self.identifying]
+
+    def table_properties(self) -> dict[str, str]:
+        """:attr:`properties`, plus ``delta.dataSkippingStatsColumns`` when a column is identifying (no
+        statistics at all, ``delta.dataSkippingNumIndexedCols=0``, when no other column qualifies)."""
+        props = dict(self.properties)
+        if self.identifying:
+            unknown = sorted(set(self.identifying) - set(self.columns))
+            if unknown:
+                raise ValueError(f"{self.name}: identifying columns {unknown} are not columns")
+            stats = self.stats_columns()
+            if stats:
+                props["delta.dataSkippingStatsColumns"] = ",".join(stats)
+            else:
+                props["delta.dataSkippingNumIndexedCols"] = "0"
+        return props
 
     @property
     def columns(self) -> list[str]:

@@ -79,7 +79,7 @@ def test_one_task_per_step_with_the_steps_dependencies(dag_module: ModuleType) -
     assert [s.task_id for s in specs] == [s.task_id for s in nightly.STEPS]
     for spec, step in zip(specs, nightly.STEPS, strict=True):
         assert spec.upstream == step.upstream
-        assert spec.application == f"{{{{ params.facelink_home }}}}/jobs/{step.job}.py"
+        assert spec.application == f"{REPO_ROOT}/jobs/{step.job}.py"
         assert (REPO_ROOT / "jobs" / f"{step.job}.py").is_file()
         assert render(spec.py_files, dag_params(dag_module)) == f"{REPO_ROOT}/dist/facelink.zip"
         assert "delta-spark_4.2_2.13-*.jar" in spec.jars and "delta-storage-*.jar" in spec.jars
@@ -90,14 +90,14 @@ def test_rendered_arguments_are_the_steps_argv(dag_module: ModuleType) -> None:
                         operator="night shift", authority="CASE 7")
     night = nightly.params_for(RUN_DATE, f"/landing/{RUN_DATE}/gallery.csv", params["probe_input"],
                                "night shift", params["purpose"], params["screening_purpose"], "CASE 7")
-    home = params["facelink_home"]
+    home = str(REPO_ROOT)
     for spec, step in zip(dag_module.task_specs(), nightly.STEPS, strict=True):
         rendered = [render(arg, params) for arg in spec.application_args]
         assert rendered == ["--env", "local", "--conf-dir", f"{home}/conf", "--set=spark.master=",
                             "--set=lake.root=/data/lake", *step.argv(night)]
         assert render(spec.application, params) == f"{home}/jobs/{step.job}.py"
         conf = {k: render(v, params) for k, v in spec.conf.items()}
-        assert conf["spark.pyspark.python"] == params["executor_python"]
+        assert conf["spark.pyspark.python"] == f"{home}/.venv/bin/python"
         assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
 
 
@@ -118,6 +118,77 @@ def test_every_night_parameter_is_a_dag_param(dag_module: ModuleType) -> None:
     assert names <= set(dag_module.DEFAULT_PARAMS)
     assert {"operator", "purpose", "authority", "gallery_input", "probe_input", "env", "lake_root"} <= set(
         dag_module.DEFAULT_PARAMS)
+
+
+CODE_PARAMS = ("facelink_home", "py_files", "driver_python", "executor_python", "archives", "jars")
+
+
+def test_a_trigger_cannot_choose_what_the_tasks_execute(dag_module: ModuleType) -> None:
+    """py_files, Pythons, archives, jars and the application come from the deployment: a trigger that sends
+    them (Airflow merges unknown conf keys into params) changes nothing a task runs."""
+    assert not set(CODE_PARAMS) & set(dag_module.DEFAULT_PARAMS)
+    evil = {name: f"/tmp/evil/{name}" for name in CODE_PARAMS}
+    params = dag_params(dag_module, **evil)
+    for spec in dag_module.task_specs():
+        rendered = [render(v, params) for v in (spec.application, spec.py_files, spec.jars, *spec.conf.values(),
+                                                *spec.application_args)]
+        assert not [v for v in rendered if "/tmp/evil" in v], spec.task_id
+        for value in (spec.application, spec.py_files, spec.jars, *(v for k, v in spec.conf.items()
+                                                                      if k != "spark.driver.memory")):
+            assert "params." not in value, f"{spec.task_id}: {value} is chosen at trigger time"
+
+
+def test_trigger_params_are_validated_against_the_configuration(dag_module: ModuleType, tmp_path: Path) -> None:
+    import jsonschema
+
+    schemas = dag_module.param_schemas()
+    assert set(schemas) == set(dag_module.DEFAULT_PARAMS)
+
+    def ok(name: str, value: str, found: dict[str, dict[str, object]] = schemas) -> bool:
+        schema = {k: v for k, v in found[name].items() if k not in ("default", "description")}
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError:
+            return False
+        return True
+
+    for name, schema in schemas.items():
+        assert ok(name, str(schema["default"])), name
+    assert ok("operator", "night shift") and ok("authority", "CASE 7") and ok("authority", "Art. 6(1)(e) GDPR")
+    assert not ok("purpose", "erasure_request"), "dedup's purposes are audit.job_purposes.dedup"
+    assert not ok("screening_purpose", "retention") and not ok("purpose", "anything")
+    for bad in ("x\n--set=lake.root=/", "", " lead", "a;rm -rf /", "a" * 65, "{{ 7*7 }}"):
+        assert not ok("operator", bad), bad
+    assert not ok("authority", "../../etc") and not ok("authority", "x\ny")
+    assert not ok("env", "../../tmp/evil") and not ok("driver_memory", "4g --conf x")
+    # A site that lists its operators makes the operator param that list.
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    (conf / "site.yaml").write_text("audit:\n  operators: [alice, bob]\n")
+    from facelink.config import Deployment
+
+    site = dag_module.param_schemas(Deployment(home=str(tmp_path), env="site"))
+    assert site["operator"]["enum"] == ["alice", "bob"] and ok("operator", "alice", site)
+    assert not ok("operator", "mallory", site)
+
+
+def test_the_deployment_file_sets_what_runs(dag_module: ModuleType, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from facelink.config import ConfigError, load_deployment
+
+    deploy = tmp_path / "deploy.yaml"
+    deploy.write_text("py_files: /opt/facelink/facelink-0.2.zip\nexecutor_python: ./environment/bin/python\n"
+                      "archives: hdfs:///facelink/env.tar.gz#environment\n")
+    monkeypatch.setenv("FACELINK_DEPLOY_FILE", str(deploy))
+    deployment = load_deployment("/srv/facelink")
+    spec = dag_module.task_specs(deployment=deployment)[0]
+    assert spec.py_files == "/opt/facelink/facelink-0.2.zip"
+    assert spec.conf["spark.pyspark.python"] == "./environment/bin/python"
+    assert spec.conf["spark.pyspark.driver.python"] == "/srv/facelink/.venv/bin/python"
+    assert spec.application == "/srv/facelink/jobs/ingest.py"
+    deploy.write_text("py_file: typo.zip\n")
+    with pytest.raises(ConfigError, match=r"deploy\.py_file: unknown key"):
+        load_deployment("/srv/facelink")
 
 
 def test_a_step_with_an_undefined_upstream_is_refused(dag_module: ModuleType,
@@ -294,7 +365,10 @@ def test_nightly_dag_runs_end_to_end_and_a_rerun_changes_nothing(
     calibrate.run(spark, load_config("test", [f"lake.root={seed}"]), limit=300, run_id="calibrate-seed")
     shutil.copytree(seed / "calibration", lake / "calibration")
     conf = {"gallery_input": str(gallery), "probe_input": str(probes), "lake_root": str(lake),
-            "env": "test", "driver_memory": "1g", "py_files": str(dist / "facelink.zip")}
+            "env": "test", "driver_memory": "1g"}
+    deploy = tmp_path / "deploy.yaml"  # the zip is the deployment's, not a trigger's
+    deploy.write_text(f"py_files: {dist / 'facelink.zip'}\nenvs: [test]\n")
+    airflow_env = {**airflow_env, "FACELINK_DEPLOY_FILE": str(deploy)}
     first_s = run_dag(airflow_env, conf, tmp_path / "run1.log")
 
     read = lambda name: spark.read.format("delta").load(str(lake / "tables" / name))  # noqa: E731

@@ -30,6 +30,7 @@ from jobs import evaluate
 from tests.paths import DATA_DIR, LFW_DIR
 
 BOOT = BootstrapSpec(n_boot=200, seed=0)
+EVAL_AUDIT = ["audit.operator=test-evaluator", "audit.purpose=evaluation", "audit.authority=EVAL-PLAN-1"]
 YALE_GROUPS = r"_([a-z]+)\.png$"
 
 
@@ -135,7 +136,7 @@ def _rows(spark: SparkSession, cfg: Config, run_id: str) -> list[dict[str, Any]]
 @pytest.fixture(scope="module")
 def yale_runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, list[Any]]:
     """The job twice on Yale A (conditions as groups), in one lake."""
-    cfg = load_config("test", [f"lake.root={tmp_path_factory.mktemp('evallake')}"])
+    cfg = load_config("test", [f"lake.root={tmp_path_factory.mktemp('evallake')}", *EVAL_AUDIT])
     settings = EvaluationSettings(configs=("reference", "flip_tta", "fusion", "cohort_norm"), n_boot=200,
                                   timing_photos=6, calibration_fmr_targets=(0.01,))
     manifest = str(DATA_DIR / "yale_a" / "manifest.csv")
@@ -219,6 +220,7 @@ def test_evaluate_job_1n_protocol_on_a_small_archive(spark: SparkSession, cfg: C
     manifest = _tiny_lfw(tmp_path / "tiny_lfw")
     settings = EvaluationSettings(configs=("reference", "templates", "fusion"), n_boot=100, timing_photos=0,
                                   calibration_fmr_targets=(), gallery_sizes=(20,))
+    cfg = cfg.with_overrides(EVAL_AUDIT)
     res = evaluate.run(spark, cfg, str(manifest), sample="4,4,3,4,-1", run_id="eval-tiny", settings=settings)
     rows = _rows(spark, cfg, res.run_id)
     by = {(r["protocol"], r["config_name"], r["metric"], r["group_name"]): r for r in rows}
@@ -238,3 +240,33 @@ def test_evaluate_job_1n_protocol_on_a_small_archive(spark: SparkSession, cfg: C
     assert report["protocols"]["search_counts"]["planted_duplicate_pairs"] == 4
     assert (Path(res.report_dir) / "identification_det.png").is_file()
     assert list((Path(res.report_dir) / "false_candidates" / "reference").glob("*.png"))
+
+
+def test_evaluation_is_accountable_and_refuses_a_production_gallery(spark: SparkSession, cfg: Config,
+                                                                    tmp_path: Path) -> None:
+    """Without operator, purpose ``evaluation`` and authority the job is refused; in a lake whose gallery
+    holds photos that no evaluation ingested it is refused too (audited, nothing written) unless told."""
+    from facelink.errors import RefusedError
+    from facelink.tables import read_table
+    from jobs import ingest
+
+    manifest = str(DATA_DIR / "yale_a" / "manifest.csv")
+    with pytest.raises(RefusedError, match=r"audit\.operator"):
+        evaluate.run(spark, cfg, manifest, run_id="eval-unaccountable")
+    with pytest.raises(RefusedError, match=r"audit\.purpose"):
+        evaluate.run(spark, cfg.with_overrides([*EVAL_AUDIT, "audit.purpose=application_screening"]), manifest,
+                     run_id="eval-wrong-purpose")
+    production = tmp_path / "production.csv"
+    production.write_text("record_id,path\nR1,%s\n" % (LFW_DIR / "AJ_Cook" / "AJ_Cook_0001.jpg"))
+    ingest.run(spark, cfg, str(production), "gallery", "ingest-production-1")
+    accountable = cfg.with_overrides(EVAL_AUDIT)
+    with pytest.raises(RefusedError, match="1 gallery photos that no evaluation ingested"):
+        evaluate.run(spark, accountable, manifest, run_id="eval-on-production")
+    audit = {r["run_id"]: r for r in read_table(spark, cfg, "audit").collect()}
+    refused = audit["eval-on-production"]
+    assert (refused["outcome"], refused["operator"], refused["purpose"], refused["authority"]) == (
+        "refused", "test-evaluator", "evaluation", "EVAL-PLAN-1")
+    assert audit["eval-unaccountable"]["outcome"] == "refused"
+    assert read_table(spark, cfg, "photos").count() == 1, "a refused evaluation ingests nothing"
+    assert not (Path(cfg.lake_root) / "reports" / "evaluation" / "eval-on-production").exists()
+    assert evaluate.production_gallery_rows(spark, cfg) == 1

@@ -107,3 +107,60 @@ def test_missing_manifest_is_a_clear_error(spark: SparkSession, cfg: Config, tmp
     with pytest.raises(InputError, match=r"lacks columns \['path', 'record_id'\]"):
         ingest.run(spark, cfg, str(bad))
 
+
+
+def test_manifest_paths_outside_the_allowed_roots_are_rejects_never_reads(spark: SparkSession, cfg: Config,
+                                                                          tmp_path: Path) -> None:
+    archive, outside = tmp_path / "archive", tmp_path / "outside"
+    (archive / "img").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(LFW_DIR / GOOD[0], archive / "img" / "0.jpg")
+    shutil.copy(LFW_DIR / GOOD[1], outside / "1.jpg")
+    for i in range(5):  # files of the same folder that the manifest does not list: never read
+        shutil.copy(LFW_DIR / GOOD[2], archive / "img" / f"unlisted{i}.jpg")
+    (archive / "img" / "escape.jpg").symlink_to(outside / "1.jpg")
+    (archive / "img" / "alias.jpg").symlink_to(archive / "img" / "0.jpg")
+    manifest = archive / "manifest.csv"
+    manifest.write_text(
+        "record_id,path\n"
+        "A1,img/0.jpg\n"
+        "A2,../outside/1.jpg\n"
+        f"A3,{outside / '1.jpg'}\n"
+        "A4,img/escape.jpg\n"
+        "A5,http://example.com/1.jpg\n"
+        "A6,file:///etc/hostname\n"
+        "A7,img/[0-9].jpg\n"
+        "A8,img/alias.jpg\n"
+        "A9,img/../img/0.jpg\n"
+    )
+    res = ingest.run(spark, cfg, str(manifest), run_id="ingest-roots-1")
+    assert (res.input_rows, res.new_photos, res.rejects) == (9, 2, 7)
+    assert res.input_rows == res.new_photos + res.already_present + res.rejects
+    photos = {r.record_id for r in spark.read.format("delta").load(cfg.table_path("photos")).collect()}
+    assert photos == {"A1", "A8"}, "a symlink that stays inside the root is read"
+    rejects = {r.record_id: r.reason for r in spark.read.format("delta").load(cfg.table_path("rejects")).collect()}
+    assert rejects == {"A2": "path_traversal", "A3": "outside_allowed_roots", "A4": "symlink_escape",
+                       "A5": "scheme_not_allowed", "A6": "outside_allowed_roots",
+                       "A7": "unsupported_path_characters", "A9": "path_traversal"}
+    audit = spark.read.format("delta").load(cfg.table_path("audit")).filter("run_id = 'ingest-roots-1'").first()
+    assert audit is not None and audit["counts"]["files_read"] == 2, "only the listed, allowed files are read"
+
+    # A root the configuration names makes the outside folder readable (and only it).
+    wider = cfg.with_overrides([f"ingest.allowed_roots=['<manifest>', '{outside}']"])
+    again = ingest.run(spark, wider, str(manifest), run_id="ingest-roots-2")
+    assert again.new_photos == 2  # A3 and A4 now
+    assert {r.record_id for r in spark.read.format("delta").load(cfg.table_path("photos")).collect()} == {
+        "A1", "A8", "A3", "A4"}
+
+
+def test_folder_input_with_a_symlink_out_of_the_folder(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    folder, outside = tmp_path / "incoming", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    shutil.copy(LFW_DIR / GOOD[0], folder / "R1.jpg")
+    shutil.copy(LFW_DIR / GOOD[1], outside / "secret.jpg")
+    (folder / "R2.jpg").symlink_to(outside / "secret.jpg")
+    res = ingest.run(spark, cfg, str(folder))
+    assert (res.input_rows, res.new_photos, res.rejects) == (2, 1, 1)
+    rejects = [(r.record_id, r.reason) for r in spark.read.format("delta").load(cfg.table_path("rejects")).collect()]
+    assert rejects == [("R2", "symlink_escape")]

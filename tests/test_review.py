@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from facelink.config import Config, load_config
-from facelink.tables import append
+from facelink.config import Config, current_identity, load_config
+from facelink.errors import RefusedError
+from facelink.tables import append, read_table
 from jobs import review
 from schemas import get_spec
 
@@ -161,12 +163,13 @@ def test_command_line_records_and_prints_the_queue(
     spark: SparkSession, lake_cfg: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lake = ["--set", f"lake.root={lake_cfg.lake_root}", "--env", "test"]
-    code = review.main(["record", "--reviewer", "alice", "--subject-type", "pair", "--subject-id", pair_id(2),
+    code = review.main(["record", "--subject-type", "pair", "--subject-id", pair_id(2),
                         "--decision", "same_person", "--note", "looks alike", *lake])
     assert code == 0
-    assert f"alice -> same_person on pair {pair_id(2)} (run {DEDUP_NEW}, records A2, B2)" in capsys.readouterr().out
+    me = current_identity(False).name
+    assert f"{me} -> same_person on pair {pair_id(2)} (run {DEDUP_NEW}, records A2, B2)" in capsys.readouterr().out
 
-    code = review.main([*lake, "record", "--reviewer", "bob", "--subject-type", "cluster", "--subject-id", "C9",
+    code = review.main([*lake, "record", "--subject-type", "cluster", "--subject-id", "C9",
                         "--decision", "same_person"])
     assert code == review.UnknownSubjectError.exit_code
     assert "unknown cluster 'C9'" in capsys.readouterr().err
@@ -176,3 +179,68 @@ def test_command_line_records_and_prints_the_queue(
     assert out[0].split()[:5] == ["status", "type", "band", "score", "n"]
     assert len(out) == 1 + 3 + 1 and out[-1].startswith("3 subject(s) shown")
     assert out[1].split()[:2] == ["open", "pair"] and pair_id(6) in out[1], "highest score first"
+
+
+def _pair_status(spark: SparkSession, cfg: Config, n: int) -> Any:
+    return status_of(spark, cfg)[("pair", pair_id(n))]
+
+
+def test_one_person_cannot_confirm_alone_whatever_name_they_type(
+    spark: SparkSession, lake_cfg: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reviewer is the account the job runs as: a typed name is no option, an untrusted passed identity
+    is ignored, and the same account twice confirms nothing."""
+    lake = ["--set", f"lake.root={lake_cfg.lake_root}", "--env", "test"]
+    me = current_identity(False)
+    args = ["record", "--subject-type", "pair", "--subject-id", pair_id(3), "--decision", "different_people"]
+    with pytest.raises(SystemExit):
+        review.main([*args, "--reviewer", "alice", *lake])
+    assert review.main([*args, *lake, "--run-id", "review-cli-1"]) == 0
+    monkeypatch.setenv("FACELINK_IDENTITY", "bob")  # not trusted by this configuration
+    assert review.main([*args, *lake, "--run-id", "review-cli-2"]) == 0
+    status = _pair_status(spark, lake_cfg, 3)
+    assert (status.status, status.reviewers, status.n_reviews) == ("open", [me.name], 2)
+    # Where the orchestrator is trusted, its identity is the reviewer and the account is recorded with it.
+    trusted = [*lake, "--set", "review.trust_orchestrator_identity=true", "--run-id", "review-cli-3"]
+    assert review.main([*args, *trusted]) == 0
+    status = _pair_status(spark, lake_cfg, 3)
+    assert (status.status, status.reviewers) == ("confirmed_different", sorted(["bob", me.name]))
+    audit = read_table(spark, lake_cfg, "audit").filter("run_id = 'review-cli-3'").first()
+    assert audit is not None
+    detail = json.loads(audit["detail"])
+    assert (detail["reviewer"], detail["os_user"], detail["identity_source"]) == ("bob", me.os_user, "orchestrator")
+    capsys.readouterr()
+
+
+def test_the_operator_of_a_run_cannot_review_its_candidates(spark: SparkSession, lake_cfg: Config) -> None:
+    spec = get_spec("audit")
+    row = (f"{DEDUP_NEW}/x", DEDUP_NEW, "dedup", "Carol", "duplicate_enrolment_check", "CASE-1", {}, {}, "m@1",
+           "v1", "h", {}, "{}", T0, T0, "succeeded")
+    append(spark, lake_cfg, spec, spark.createDataFrame([row], spec.schema))
+    with pytest.raises(RefusedError, match="carol operated run"):
+        review.record_review(spark, lake_cfg, "carol", "pair", pair_id(4), "same_person", run_id="review-op-1")
+    refused = read_table(spark, lake_cfg, "audit").filter("run_id = 'review-op-1'").first()
+    assert refused is not None and refused["outcome"] == "refused"
+    assert read_table(spark, lake_cfg, "reviews").count() == 0
+    review.record_review(spark, lake_cfg, "dan", "pair", pair_id(4), "same_person", run_id="review-op-2")
+    assert read_table(spark, lake_cfg, "reviews").count() == 1
+
+
+def test_a_cluster_that_changes_membership_is_open_again(spark: SparkSession, lake_cfg: Config) -> None:
+    cfg = lake_cfg
+    review.record_review(spark, cfg, "alice", "cluster", "C1", "same_person", run_id="review-c-1")
+    review.record_review(spark, cfg, "bob", "cluster", "C1", "same_person", run_id="review-c-2")
+    assert status_of(spark, cfg)[("cluster", "C1")].status == "confirmed_same"
+    later = "dedup-20240503T000000-aaaa0004"
+
+    def cluster(members: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [{"run_id": later, "cluster_id": "C1", "cluster_size": len(members), "record_id": r,
+                 "strongest_link_record_id": "C1", "strongest_link_score": 0.7, "strongest_link_band": "strong"}
+                for r in members]
+
+    put(spark, cfg, "duplicate_clusters", cluster(("C1", "C2", "C3", "C4")))  # a member joined
+    grown = status_of(spark, cfg)[("cluster", "C1")]
+    assert (grown.status, grown.n_reviewers, grown.record_ids) == ("open", 0, ["C1", "C2", "C3", "C4"])
+    review.record_review(spark, cfg, "alice", "cluster", "C1", "same_person", run_id="review-c-3")
+    review.record_review(spark, cfg, "erin", "cluster", "C1", "same_person", run_id="review-c-4")
+    assert status_of(spark, cfg)[("cluster", "C1")].status == "confirmed_same"

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from facelink import identifiers
+
 log = logging.getLogger(__name__)
 
 
 def report_dir(lake_root: str, run_id: str) -> str:
     """Where the report of ``run_id`` lives: ``<lake.root>/reports/<run_id>``."""
-    if not run_id or "/" in run_id or run_id in (".", ".."):
-        raise ValueError(f"run id {run_id!r} cannot name a report folder")
-    return f"{lake_root.rstrip('/')}/reports/{run_id}"
+    return f"{lake_root.rstrip('/')}/reports/{identifiers.run_id(run_id)}"
 
 
 def local_path(uri: str) -> Path | None:
