@@ -337,26 +337,34 @@ def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore,
     return result
 
 
-def measure_cost(cfg: Config, variant: Variant, photos: Sequence[bytes], repeats: int = 3) -> dict[str, float]:
-    """Time the extract job's pipeline for one variant on ``photos``, single-threaded, in this process.
+def measure_cost(cfg: Config, variants: Sequence[Variant], photos: Sequence[bytes], repeats: int = 3
+                 ) -> dict[str, float]:
+    """Time the extract job's pipeline for some variants on ``photos``, single-threaded, in this process.
 
-    The pipeline is what ``jobs.extract`` builds for one recogniser (detection, alignment, quality,
-    embedding). The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
+    The pipeline is what ``jobs.extract`` builds for a recogniser made of the variants' models (detection,
+    alignment and quality once, then each member's embedding with its own flip TTA); the variants must share
+    one detector size. The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
     least disturbed by other load on a shared machine.
 
     Returns:
         ``<stage>_ms_per_photo`` for decode, detect, align, quality, embed and total, and ``photos``.
+
+    Raises:
+        ValueError: No variants, or variants at different detector sizes.
     """
     from udfs.pipeline import build_pipeline
     from udfs.quality import QualityRule
 
-    base = ExtractSettings.from_config(cfg, variant.recogniser)
+    sizes = {v.detect_size for v in variants}
+    if len(sizes) != 1:
+        raise ValueError(f"one pipeline runs at one detector size, got {sorted(sizes)}")
+    base = ExtractSettings.from_config(cfg, variants[0].recogniser)
     pipeline = build_pipeline(
-        base.models_dir, base.detector, base.recogniser.members, detect_size=variant.detect_size,
-        score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1, batch_size=base.batch_size,
-        detect_batch_size=base.detect_batch_size,
-        flip_tta=variant.flip_tta, quality_rule=QualityRule(**base.quality), max_pixels=base.max_pixels,
-        align_method=base.align_method, cached=False,  # type: ignore[arg-type]
+        base.models_dir, base.detector, [model_spec(cfg, v.recogniser) for v in variants],
+        detect_size=variants[0].detect_size, score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1,
+        batch_size=base.batch_size, detect_batch_size=base.detect_batch_size,
+        flip_tta=[v.flip_tta for v in variants], quality_rule=QualityRule(**base.quality),
+        max_pixels=base.max_pixels, align_method=base.align_method, cached=False,  # type: ignore[arg-type]
     )
     pipeline.process_batch(list(photos[:8]))
     best: dict[str, float] | None = None
