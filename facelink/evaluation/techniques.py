@@ -157,20 +157,22 @@ def sface_configs(cfg: Config) -> list[EvalConfig]:
     """Issue 16's member mixes, each extracted and scored as production would run it (the configured detector
     size, a record scored by its best photo): MobileFaceNet with flip TTA (the default before SFace), SFace
     with and without flip TTA, and the two fused with flip TTA on both or on MobileFaceNet only. The fusions
-    use the weights of the configured recogniser when it fuses these two models, else equal weights."""
+    use the weights of the configured recogniser when it fuses these two models, else equal weights. A mix
+    that is the default itself (same variants and scoring) is left out: the ``default`` row measures it."""
     default = default_config(cfg)
     weights = default.scoring.fusion_weights if default.recognisers == SFACE_MEMBERS else (0.5, 0.5)
     size = default.detect_size
     single = replace(default.scoring, recognisers=(), fusion_method="sum", fusion_weights=())
     linear = replace(default.scoring, recognisers=SFACE_MEMBERS, fusion_method="linear", fusion_weights=weights)
     mfn, sface = SFACE_MEMBERS
-    return [
+    mixes = [
         EvalConfig("mfn_flip", (mfn,), True, size, single),
         EvalConfig("sface", (sface,), False, size, single),
         EvalConfig("sface_flip", (sface,), True, size, single),
         EvalConfig("mfn_sface_flip", SFACE_MEMBERS, True, size, linear),
         EvalConfig("mfn_flip_sface", SFACE_MEMBERS, True, size, linear, (True, False)),
     ]
+    return [c for c in mixes if (c.variants, c.scoring) != (default.variants, default.scoring)]
 
 
 REFERENCE = EvalConfig(
