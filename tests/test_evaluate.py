@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import Config, load_config
-from facelink.evaluation.embeddings import EmbeddingStore, Variant
+from facelink.evaluation.embeddings import EmbeddingStore, Variant, passes_for
 from facelink.evaluation.protocols import (
     BootstrapSpec,
     dedup_metrics,
@@ -144,6 +144,15 @@ def test_production_scoring_searches_only_quality_passing_gallery_faces() -> Non
     unfiltered = searched_weights(store, v, ScoringConf(template="score_max", cohort_norm="none",
                                                         quality_weighting=False), gallery)
     assert record_scores(probes, gallery, x, unfiltered, "score_max")[0, 0] == pytest.approx(1.0)
+
+
+def test_a_pass_embeds_the_mirror_only_for_recognisers_with_a_flip_variant() -> None:
+    variants = [Variant("mobilefacenet_128d", True, 480), Variant("sface_128d", False, 480),
+                Variant("mobilefacenet_128d", False, 320)]
+    assert passes_for(variants) == {480: (["mobilefacenet_128d", "sface_128d"], ["mobilefacenet_128d"]),
+                                    320: (["mobilefacenet_128d"], [])}
+    both = passes_for([*variants, Variant("sface_128d", True, 480)])
+    assert both[480][1] == ["mobilefacenet_128d", "sface_128d"]
 
 
 def test_sface_mix_configurations_and_the_default(tmp_path: Path) -> None:

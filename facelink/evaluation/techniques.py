@@ -195,10 +195,10 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
     ``flip_tta``, ``templates`` (quality-weighted mean embedding of a record's photos), ``fusion`` (the
     configured fusion, linear with its weights, or MobileFaceNet + dlib linear with equal weights when the
     configured recogniser is one model), ``sface_mix`` (:func:`sface_configs`: MobileFaceNet and SFace alone and
-    fused, flip TTA per member), ``fusion_fmr`` (the same recognisers fused as the sum of their
-    calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one ``detect_<n>`` per
-    alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every technique on, at
-    the configured detector size).
+    fused, flip TTA per member; each mix also by its own name), ``fusion_fmr`` (the same recognisers fused as
+    the sum of their calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one
+    ``detect_<n>`` per alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every
+    technique on, at the configured detector size).
 
     Raises:
         ValueError: An unknown name.
@@ -221,6 +221,7 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
         "detect_size": [replace(ref, name=f"detect_{n}", detect_size=n) for n in alt_detect_sizes
                         if n != ref.detect_size],
         "sface_mix": sface_configs(cfg),
+        **{c.name: [c] for c in sface_configs(cfg)},
         "default": [default],
         "default_all_faces": [replace(default, name="default_all_faces",
                                       scoring=replace(default.scoring, gallery_quality_filter=False))],
