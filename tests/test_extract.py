@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from facelink.config import Config
 from facelink.lfw import pair_photos, read_pairs
 from facelink.metrics import kfold_verification
-from facelink.models import model_spec
+from facelink.models import model_spec, recogniser
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
 from udfs.pipeline import build_pipeline
@@ -51,10 +51,11 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     assert rows[("G1", 0)].status == "ok" and rows[("G1", 0)].is_primary
     multi = [r for (rid, _), r in rows.items() if rid == "M1"]
     assert len(multi) == 2 and sum(r.is_primary for r in multi) == 1 and multi[0].n_faces == 2
+    rec = recogniser(cfg)
     for (rid, idx), r in rows.items():
         if idx >= 0:
-            assert len(r.embedding) == 128 and abs(np.linalg.norm(r.embedding) - 1) < 1e-4, rid
-            assert r.model_id.startswith("mobilefacenet_128d@")
+            assert len(r.embedding) == rec.dim and abs(np.linalg.norm(r.embedding) - 1) < 1e-4, rid
+            assert r.model_id == res.model_id and r.model_id.startswith(f"{rec.name}@")
 
     again = extract.run(spark, cfg)
     assert again.photos == 0 and faces.count() == len(rows)
@@ -62,7 +63,7 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     dlib = extract.run(spark, cfg, recogniser="dlib_resnet34_128d")
     assert dlib.photos == 7 and dlib.model_id.startswith("dlib_resnet34_128d@")
     by_model = {r.model_id.split("@")[0]: r["count"] for r in faces.groupBy("model_id").count().collect()}
-    assert by_model == {"mobilefacenet_128d": len(rows), "dlib_resnet34_128d": len(rows)}
+    assert by_model == {rec.name: len(rows), "dlib_resnet34_128d": len(rows)}
 
 
 @pytest.mark.parametrize(
