@@ -150,8 +150,7 @@ def search_outcomes(scores: np.ndarray, mates: Sequence[Sequence[int] | np.ndarr
     return SearchOutcome(m_scores, m_ranks, tops)
 
 
-def gallery_nonmate_tops(gallery_scores: np.ndarray, identity: np.ndarray,
-                         searchable: np.ndarray | None = None) -> np.ndarray:
+def gallery_nonmate_tops(gallery_scores: np.ndarray, identity: np.ndarray) -> np.ndarray:
     """Top scores of the gallery's leave-one-out non-mated searches.
 
     Each gallery record whose identity has no other gallery record searches the rest of the gallery: it
@@ -161,18 +160,14 @@ def gallery_nonmate_tops(gallery_scores: np.ndarray, identity: np.ndarray,
     Args:
         gallery_scores: float [G, G] record-vs-record scores, NaN on the diagonal.
         identity: int [G] identity code of each record.
-        searchable: bool [G], or None for all: records that can search at all (production's dedup searches
-            only records with a quality-passing face); the others make no non-mated search.
 
     Returns:
         float [L] the best score of each such record (-inf when it has no scores).
     """
     codes = np.asarray(identity)
     _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    alone = counts[inverse] == 1
-    if searchable is not None:
-        alone &= np.asarray(searchable, bool)
-    rows = gallery_scores[np.flatnonzero(alone)]
+    alone = np.flatnonzero(counts[inverse] == 1)
+    rows = gallery_scores[alone]
     return np.where(np.isnan(rows), -np.inf, rows).max(axis=1) if rows.size else np.zeros(0)
 
 

@@ -154,10 +154,7 @@ def _search(inputs: Inputs, proto: SearchProtocol, config: EvalConfig, boot: Boo
     mats = normalised(config, raw)
     outcome = search_outcomes(mats.probe_gallery, proto.mates)
     if s.gallery_nonmated:
-        # With the production gallery filter, a record without a quality-passing face cannot search (dedup).
-        searchable = (~np.all(np.isnan(raw.gallery_gallery), axis=1)
-                      if config.scoring.gallery_quality_filter else None)
-        loo = gallery_nonmate_tops(mats.gallery_gallery, proto.gallery_identity, searchable)
+        loo = gallery_nonmate_tops(mats.gallery_gallery, proto.gallery_identity)
         outcome = SearchOutcome(outcome.mate_scores, outcome.mate_ranks, np.concatenate([outcome.nonmate_top, loo]))
     ident = identification_metrics(outcome, s.fpir_targets, s.ranks, inputs.k, boot)
     out.curves["identification_det"][config.name] = ident.pop("curves")["det"]
