@@ -88,9 +88,11 @@ def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Con
         shutil.copy(LFW_DIR / rel, folder / f"R{i}.jpg")
     ingest.run(spark, cfg, str(folder))
     extract.run(spark, cfg)
-    pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), [model_spec(cfg, "mobilefacenet_128d")],
-                          detect_size=cfg.extract.detect_size, flip_tta=cfg.extract.flip_tta,
-                          quality_rule=QualityRule(), cached=False)
+    rec = recogniser(cfg)  # the configured one: the default fuses two models, each with its own flip TTA
+    pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), rec.members,
+                          detect_size=cfg.extract.detect_size, flip_tta=rec.member_flips(cfg.extract.flip_tta),
+                          quality_rule=QualityRule(), cached=False,
+                          fusion_weights=rec.weights if rec.fused else None)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary")
     for row in faces.collect():
         plain = pipe.process((folder / f"{row.record_id}.jpg").read_bytes()).primary
