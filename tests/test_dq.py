@@ -164,7 +164,7 @@ def test_planted_faults_fail_the_gate_naming_expectation_and_observed_values(
     cfg = lake_cfg
     dim = recogniser(cfg).dim
     short = face_row(cfg, "B1", embedding=unit_vector(1, dim - 1))
-    long_ = face_row(cfg, "B2", embedding=[x * 1.5 for x in unit_vector(2, dim)])
+    long_ = face_row(cfg, "B2", embedding=[1.5] + [0.0] * (dim - 1))  # norm exactly 1.5 at any width
     put(spark, cfg, "faces", [short, long_])
     # a second ingest run, the latest: 4 rows in, 2 rejects (rate 0.5 > dq.max_reject_rate 0.2)
     later = "ingest-20240502T000000-bbbb0001"
