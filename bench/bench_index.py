@@ -229,21 +229,31 @@ def run_index_bench(
         n_queries: evaluation queries (as many again tune nprobe).
         k: neighbours per query.
         threads: FAISS OpenMP threads.
-        stats: embedding statistics to generate from; ``reference_stats()`` when ``None``.
+        stats: embedding statistics to generate from; when ``None``, ``reference_stats()`` as wide as the
+            configured recogniser's embedding (``models.recogniser`` of the local configuration).
         results_path: JSON output.
     """
     set_threads(threads)
-    stats = stats if stats is not None else reference_stats()
+    stats = stats if stats is not None else reference_stats(dim=configured_dim())
     rows = [bench_size(size, stats, n_queries, k, threads) for size in sizes]
     results_path.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {"cpus": psutil.cpu_count(), "platform": platform.platform(), "faiss": faiss.__version__},
+        "dim": stats.dim,
         "target_recall": TARGET_RECALL,
         "floor_score": FLOOR_SCORE,
         "results": rows,
     }
     results_path.write_text(json.dumps(report, indent=2) + "\n")
     return rows
+
+
+def configured_dim() -> int:
+    """Width of the embeddings the configured recogniser stores (the local configuration's default)."""
+    from facelink.config import load_config
+    from facelink.models import recogniser
+
+    return recogniser(load_config("local")).dim
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

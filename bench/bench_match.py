@@ -346,18 +346,19 @@ def run_jobs(spark: Any, cfg: Config, syn: Synthetic, run: dict[str, Any], with_
 def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[str], lake: Path | None,
                     results_path: Path, with_dedup: bool = True) -> dict[str, Any]:
     """Generate, load, run the jobs and evaluate; merge the entry for this size into ``results_path``."""
-    from facelink.models import recogniser_id
+    from facelink.models import recogniser, recogniser_id
     from facelink.session import build_session
 
     run: dict[str, Any] = {"gallery": gallery, "probes": probes, "overrides": list(overrides),
                            "load_avg_1m_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench-match-") as tmp:
         root = lake or Path(tmp)
-        # The synthetic vectors are shaped after mobilefacenet_128d on lfw_dev (reference_stats): name that model.
-        cfg = load_config("local", [f"lake.root={root / 'lake'}", f"spark.master={master}",
-                                    "models.recogniser=mobilefacenet_128d", *overrides])
+        # Vectors as wide as the configured recogniser's (a fused one is wider), with reference_stats()'s score
+        # distribution (shaped after mobilefacenet_128d on lfw_dev); stored under the configured model id.
+        cfg = load_config("local", [f"lake.root={root / 'lake'}", f"spark.master={master}", *overrides])
         model_id = recogniser_id(cfg)
-        stats = reference_stats()
+        stats = reference_stats(dim=recogniser(cfg).dim)
+        run["dim"] = stats.dim
         syn, run["generate"] = measured("generate", lambda: Synthetic(stats, gallery, probes))
         cal = fit_synthetic_calibration(stats, model_id)
         cal_path = cal.save(calibration_path(cfg, model_id))

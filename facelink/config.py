@@ -62,6 +62,7 @@ class PathsConf:
     models_dir: str = "../shared/models"
     data_dir: str = "../shared/datasets"
     jars_dir: str = "./.jars"
+    prepared_models_dir: str = "./.models"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class ModelFile:
     normalisation: str = ""
     dim: int = 0
     colour: Literal["rgb", "bgr"] = "rgb"
+    # A model prepared from an upstream file (udfs.prepare): ``source`` in ``paths.models_dir`` with digest
+    # ``source_sha256`` becomes ``file`` (digest ``sha256``) in ``paths.prepared_models_dir`` by ``prepare``.
+    source: str = ""
+    source_sha256: str = ""
+    prepare: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,9 @@ class ModelsConf:
     # fusion name -> {registry recogniser: score weight}: the fused score is the weighted mean of the members'
     # cosines, stored as one embedding (the members' unit vectors, each scaled by sqrt(weight), concatenated)
     fusions: dict[str, dict[str, float]] = field(default_factory=dict)
+    # fusion name -> {member: flip TTA}: a member's own flip TTA setting; members not named follow
+    # extract.flip_tta (part of the fusion's model_id)
+    fusion_flip_tta: dict[str, dict[str, bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -449,6 +458,14 @@ def _validate_models(models: ModelsConf) -> None:
     known = sorted({*models.registry, *models.fusions})
     if models.recogniser not in models.registry and models.recogniser not in models.fusions:
         raise ConfigError(f"models: {models.recogniser!r} is not in models.registry or models.fusions ({known})")
+    for name, entry in models.registry.items():
+        given = [bool(entry.source), bool(entry.source_sha256), bool(entry.prepare)]
+        if any(given) and not all(given):
+            raise ConfigError(f"models.registry.{name}: a prepared model needs source, source_sha256 and prepare")
+    _validate_fusions(models)
+
+
+def _validate_fusions(models: ModelsConf) -> None:
     for name, members in models.fusions.items():
         if name in models.registry:
             raise ConfigError(f"models.fusions.{name}: the name is taken by a registry model")
@@ -460,6 +477,12 @@ def _validate_models(models: ModelsConf) -> None:
                 raise ConfigError(f"models.fusions.{name}.{member}: not a recogniser of models.registry")
             if not weight > 0:
                 raise ConfigError(f"models.fusions.{name}.{member}: the weight must be > 0, got {weight}")
+    for name, flips in models.fusion_flip_tta.items():
+        if name not in models.fusions:
+            raise ConfigError(f"models.fusion_flip_tta.{name}: not a fusion of models.fusions")
+        for member in flips:
+            if member not in models.fusions[name]:
+                raise ConfigError(f"models.fusion_flip_tta.{name}.{member}: not a member of that fusion")
 
 
 def _build(tp: Any, value: Any, key: str) -> Any:  # noqa: C901 - one branch per supported type

@@ -47,7 +47,13 @@ from facelink.evaluation.dataset import (
     read_labelled_set,
     write_ingest_manifest,
 )
-from facelink.evaluation.embeddings import EmbeddingStore, check_against_faces, extract_variants, measure_cost
+from facelink.evaluation.embeddings import (
+    EmbeddingStore,
+    Variant,
+    check_against_faces,
+    extract_variants,
+    measure_cost,
+)
 from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, evaluate
 from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
@@ -116,18 +122,19 @@ def _pairs(labelled: LabelledSet, pairs_path: str | None, settings: EvaluationSe
 
 
 def _costs(cfg: Config, labelled: LabelledSet, configs: Sequence[EvalConfig], n: int) -> dict[str, Any]:
-    """Extraction cost per photo of each configuration, as ``jobs.extract`` runs it (one pass per recogniser)."""
+    """Extraction cost per photo of each configuration, as ``jobs.extract`` runs it: one pipeline that detects
+    and aligns once and embeds with every member of a fused recogniser (each with its own flip TTA)."""
     if n <= 0:
         return {}
     order = np.random.default_rng(0).permutation(len(labelled))[:n]
     photos = [(labelled.root / labelled.paths[i]).read_bytes() for i in sorted(order)]
-    per_variant = {v: measure_cost(cfg, v, photos) for v in sorted({v for c in configs for v in c.variants})}
-    out: dict[str, Any] = {}
+    measured: dict[tuple[Variant, ...], dict[str, float]] = {}
     for c in configs:
-        parts = [per_variant[v] for v in c.variants]
-        out[c.name] = {k: round(sum(p[k] for p in parts), 3) for k in parts[0] if k != "photos"}
-        out[c.name]["photos"] = float(len(photos))
-    out["_variants"] = {v.label: per_variant[v] for v in per_variant}
+        key = tuple(c.variants)
+        if key not in measured:
+            measured[key] = measure_cost(cfg, key, photos)
+    out: dict[str, Any] = {c.name: measured[tuple(c.variants)] for c in configs}
+    out["_variants"] = {" + ".join(v.label for v in key): cost for key, cost in measured.items()}
     return out
 
 

@@ -120,7 +120,8 @@ def make_extract_fn(settings: ExtractSettings) -> Callable[[Iterator[pd.DataFram
         pipeline = build_pipeline(
             settings.models_dir, settings.detector, rec.members, detect_size=settings.detect_size,
             score_threshold=settings.score_threshold, nms_iou=settings.nms_iou, threads=settings.threads,
-            batch_size=settings.batch_size, detect_batch_size=settings.detect_batch_size, flip_tta=settings.flip_tta,
+            batch_size=settings.batch_size, detect_batch_size=settings.detect_batch_size,
+            flip_tta=rec.member_flips(settings.flip_tta),
             align_method=settings.align_method,  # type: ignore[arg-type]  # validated by the configuration
             quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels,
             fusion_weights=rec.weights if rec.fused else None,

@@ -10,7 +10,7 @@ def test_base_and_env_merge_and_override() -> None:
     assert cfg.match.k == 20
     assert cfg.spark.extra == {"spark.executor.memory": "2g"}
     assert cfg.spark.driver_memory == "6g"  # from conf/local.yaml over base.yaml
-    assert cfg.models.recogniser == "mobilefacenet_128d"
+    assert cfg.models.recogniser == "mobilefacenet_sface"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 from facelink import dq
 from facelink.config import Config, load_config
 from facelink.errors import DataQualityError
-from facelink.models import recogniser_id
+from facelink.models import recogniser, recogniser_id
 from facelink.tables import append
 from jobs import quality
 from schemas import get_spec
@@ -62,7 +62,7 @@ def photo_row(record_id: str, run_id: str = INGEST_RUN, **extra: Any) -> dict[st
 def face_row(cfg: Config, record_id: str, **extra: Any) -> dict[str, Any]:
     return {"record_id": record_id, "photo_id": sha(record_id), "role": "gallery", "partition": "b000",
             "model_id": recogniser_id(cfg), "face_index": 0, "status": "ok", "n_faces": 1, "is_primary": True,
-            "det_score": 0.95, "quality_ok": True, "embedding": unit_vector(ord(record_id[-1])),
+            "det_score": 0.95, "quality_ok": True, "embedding": unit_vector(ord(record_id[-1]), recogniser(cfg).dim),
             "extract_run_id": EXTRACT_RUN, "extracted_at": NOW, **extra}
 
 
@@ -162,8 +162,9 @@ def test_planted_faults_fail_the_gate_naming_expectation_and_observed_values(
     spark: SparkSession, lake_cfg: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = lake_cfg
-    short = face_row(cfg, "B1", embedding=unit_vector(1, 127))
-    long_ = face_row(cfg, "B2", embedding=[x * 1.5 for x in unit_vector(2)])
+    dim = recogniser(cfg).dim
+    short = face_row(cfg, "B1", embedding=unit_vector(1, dim - 1))
+    long_ = face_row(cfg, "B2", embedding=[1.5] + [0.0] * (dim - 1))  # norm exactly 1.5 at any width
     put(spark, cfg, "faces", [short, long_])
     # a second ingest run, the latest: 4 rows in, 2 rejects (rate 0.5 > dq.max_reject_rate 0.2)
     later = "ingest-20240502T000000-bbbb0001"
@@ -177,7 +178,7 @@ def test_planted_faults_fail_the_gate_naming_expectation_and_observed_values(
         quality.run(spark, cfg, ["faces", "rejects"], run_id="quality-bad")
     message = str(err.value)
     assert "faces/faces: expect_column_pair_values_to_be_equal(embedding_len, expected_dim" in message
-    assert "(127, 128)" in message
+    assert f"({dim - 1}, {dim})" in message
     norm = "faces/faces: expect_column_values_to_be_between(embedding_norm, max_value=1.001, min_value=0.999)"
     assert norm in message
     assert "1 of 7 rows unexpected, e.g. [1.5" in message

@@ -16,6 +16,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import Config, load_config
+from facelink.evaluation.embeddings import EmbeddingStore, Variant, passes_for
 from facelink.evaluation.protocols import (
     BootstrapSpec,
     dedup_metrics,
@@ -25,7 +26,15 @@ from facelink.evaluation.protocols import (
     search_outcomes,
 )
 from facelink.evaluation.settings import EvaluationSettings
-from facelink.evaluation.techniques import Records, cohort_stats_input, normalise, record_scores
+from facelink.evaluation.techniques import (
+    Records,
+    ScoringConf,
+    cohort_stats_input,
+    evaluation_configs,
+    normalise,
+    record_scores,
+    searched_weights,
+)
 from jobs import evaluate
 from tests.paths import DATA_DIR, LFW_DIR
 
@@ -113,6 +122,53 @@ def test_record_templates_on_known_vectors() -> None:
     weighted = np.array([1.0, 0.25, 1.0, 0.0])  # photo 1 fails the quality rule
     assert record_scores(probe, gallery, x, weighted, "score_mean")[0, 0] == pytest.approx(0.8)
     assert record_scores(probe, gallery, x, weighted, "embedding_mean")[0, 0] == pytest.approx(1 / math.sqrt(1.0625))
+
+
+def test_production_scoring_searches_only_quality_passing_gallery_faces() -> None:
+    """The default's gallery filter (as production's searchable faces): a searched photo failing the quality rule
+    is not searched, a searching one still searches; a record left without a searchable photo is not found."""
+    x = np.array([[1, 0], [0.6, 0.8], [1, 0], [0, 1]], dtype=np.float32)
+    v = Variant("m", False, 480)
+    ok = np.array([False, True, False, True])
+    store = EmbeddingStore(["g0", "g1", "q0", "q1"], vectors={v: x}, quality_ok={480: ok})
+    gallery = Records(["A", "B"], [[0], [1]])
+    probes = Records(["P", "Q"], [[2], [3]])
+    filtered = ScoringConf(template="score_max", quality_weighting=False, cohort_norm="none",
+                           gallery_quality_filter=True)
+    w = searched_weights(store, v, filtered, gallery)
+    assert w.tolist() == [0.0, 1.0, 1.0, 1.0], "the probe photo 2 fails the rule too but it searches"
+    s = record_scores(probes, gallery, x, w, "score_max")
+    assert math.isnan(s[0, 0]) and s[0, 1] == pytest.approx(0.6) and s[1, 1] == pytest.approx(0.8)
+    unfiltered = searched_weights(store, v, ScoringConf(template="score_max", cohort_norm="none",
+                                                        quality_weighting=False), gallery)
+    assert record_scores(probes, gallery, x, unfiltered, "score_max")[0, 0] == pytest.approx(1.0)
+
+
+def test_a_pass_embeds_the_mirror_only_for_recognisers_with_a_flip_variant() -> None:
+    variants = [Variant("mobilefacenet_128d", True, 480), Variant("sface_128d", False, 480),
+                Variant("mobilefacenet_128d", False, 320)]
+    assert passes_for(variants) == {480: (["mobilefacenet_128d", "sface_128d"], ["mobilefacenet_128d"]),
+                                    320: (["mobilefacenet_128d"], [])}
+    both = passes_for([*variants, Variant("sface_128d", True, 480)])
+    assert both[480][1] == ["mobilefacenet_128d", "sface_128d"]
+
+
+def test_sface_mix_configurations_and_the_default(tmp_path: Path) -> None:
+    cfg = load_config("test", [f"lake.root={tmp_path}"])
+    configs = {c.name: c for c in evaluation_configs(cfg, ["sface_mix", "default", "default_all_faces"], ())}
+    labels = {name: [v.label for v in c.variants] for name, c in configs.items()}
+    assert labels["mfn_flip"] == ["mobilefacenet_128d+flip@480"]
+    assert labels["sface"] == ["sface_128d@480"] and labels["sface_flip"] == ["sface_128d+flip@480"]
+    assert labels["mfn_sface_flip"] == ["mobilefacenet_128d+flip@480", "sface_128d+flip@480"]
+    assert labels["default"] == ["mobilefacenet_128d+flip@480", "sface_128d@480"]
+    assert "mfn_flip_sface" not in configs, "the mix that is the default is measured once, as the default"
+    assert configs["default"].scoring.gallery_quality_filter and configs["mfn_flip"].scoring.gallery_quality_filter
+    assert not configs["default_all_faces"].scoring.gallery_quality_filter
+    assert configs["mfn_sface_flip"].scoring.fusion_weights == configs["default"].scoring.fusion_weights
+    other = {c.name: c for c in evaluation_configs(cfg.with_overrides(["models.recogniser=mobilefacenet_128d"]),
+                                                   ["sface_mix"], ())}
+    assert [v.label for v in other["mfn_flip_sface"].variants] == labels["default"]
+    assert "mfn_flip" not in other, "with MobileFaceNet as the default, mfn_flip is the default row"
 
 
 def test_cohort_normalisation_excludes_the_best_scores() -> None:

@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from facelink.config import Config
 from facelink.lfw import pair_photos, read_pairs
 from facelink.metrics import kfold_verification
-from facelink.models import model_spec
+from facelink.models import model_spec, recogniser
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
 from udfs.pipeline import build_pipeline
@@ -51,10 +51,11 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     assert rows[("G1", 0)].status == "ok" and rows[("G1", 0)].is_primary
     multi = [r for (rid, _), r in rows.items() if rid == "M1"]
     assert len(multi) == 2 and sum(r.is_primary for r in multi) == 1 and multi[0].n_faces == 2
+    rec = recogniser(cfg)
     for (rid, idx), r in rows.items():
         if idx >= 0:
-            assert len(r.embedding) == 128 and abs(np.linalg.norm(r.embedding) - 1) < 1e-4, rid
-            assert r.model_id.startswith("mobilefacenet_128d@")
+            assert len(r.embedding) == rec.dim and abs(np.linalg.norm(r.embedding) - 1) < 1e-4, rid
+            assert r.model_id == res.model_id and r.model_id.startswith(f"{rec.name}@")
 
     again = extract.run(spark, cfg)
     assert again.photos == 0 and faces.count() == len(rows)
@@ -62,7 +63,7 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     dlib = extract.run(spark, cfg, recogniser="dlib_resnet34_128d")
     assert dlib.photos == 7 and dlib.model_id.startswith("dlib_resnet34_128d@")
     by_model = {r.model_id.split("@")[0]: r["count"] for r in faces.groupBy("model_id").count().collect()}
-    assert by_model == {"mobilefacenet_128d": len(rows), "dlib_resnet34_128d": len(rows)}
+    assert by_model == {rec.name: len(rows), "dlib_resnet34_128d": len(rows)}
 
 
 @pytest.mark.parametrize(
@@ -87,9 +88,11 @@ def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Con
         shutil.copy(LFW_DIR / rel, folder / f"R{i}.jpg")
     ingest.run(spark, cfg, str(folder))
     extract.run(spark, cfg)
-    pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), [model_spec(cfg, "mobilefacenet_128d")],
-                          detect_size=cfg.extract.detect_size, flip_tta=cfg.extract.flip_tta,
-                          quality_rule=QualityRule(), cached=False)
+    rec = recogniser(cfg)  # the configured one: the default fuses two models, each with its own flip TTA
+    pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), rec.members,
+                          detect_size=cfg.extract.detect_size, flip_tta=rec.member_flips(cfg.extract.flip_tta),
+                          quality_rule=QualityRule(), cached=False,
+                          fusion_weights=rec.weights if rec.fused else None)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary")
     for row in faces.collect():
         plain = pipe.process((folder / f"{row.record_id}.jpg").read_bytes()).primary

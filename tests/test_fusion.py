@@ -47,30 +47,48 @@ def test_fusion_configuration_and_model_ids(tmp_path: Path) -> None:
         == "mobilefacenet_128d@363229ee1930+flip+d640"
 
     fused = cfg.with_overrides(["models.recogniser=pair",
-                                "models.fusions={pair: {mobilefacenet_128d: 3, dlib_resnet34_128d: 1}}"])
+                                "models.fusions.pair={mobilefacenet_128d: 3, dlib_resnet34_128d: 1}"])
     rec = recogniser(fused)
     assert [m.name for m in rec.members] == ["mobilefacenet_128d", "dlib_resnet34_128d"]
     assert rec.weights == (0.75, 0.25) and rec.dim == 256
-    other = fused.with_overrides(["models.fusions={pair: {mobilefacenet_128d: 1, dlib_resnet34_128d: 1}}"])
+    other = fused.with_overrides(["models.fusions.pair={mobilefacenet_128d: 1, dlib_resnet34_128d: 1}"])
     assert recogniser_id(fused).startswith("pair@") and recogniser_id(other) != recogniser_id(fused)
 
     for bad, message in [
-        ("{pair: {mobilefacenet_128d: 1, nope: 1}}", "not a recogniser"),
-        ("{pair: {mobilefacenet_128d: 1, yunet_dynamic: 1}}", "not a recogniser"),
-        ("{pair: {mobilefacenet_128d: 1, dlib_resnet34_128d: 0}}", "must be > 0"),
-        ("{pair: {mobilefacenet_128d: 1}}", "at least two"),
-        ("{mobilefacenet_128d: {mobilefacenet_128d: 1, dlib_resnet34_128d: 1}}", "taken by a registry model"),
+        ("pair={mobilefacenet_128d: 1, nope: 1}", "not a recogniser"),
+        ("pair={mobilefacenet_128d: 1, yunet_dynamic: 1}", "not a recogniser"),
+        ("pair={mobilefacenet_128d: 1, dlib_resnet34_128d: 0}", "must be > 0"),
+        ("pair={mobilefacenet_128d: 1}", "at least two"),
+        ("mobilefacenet_128d={mobilefacenet_128d: 1, dlib_resnet34_128d: 1}", "taken by a registry model"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            cfg.with_overrides(["models.recogniser=mobilefacenet_128d", f"models.fusions={bad}"])
+            cfg.with_overrides(["models.recogniser=mobilefacenet_128d", f"models.fusions.{bad}"])
     with pytest.raises(ConfigError, match=r"not in models\.registry or models\.fusions"):
         cfg.with_overrides(["models.recogniser=nope"])
 
 
-def test_extract_with_the_shipped_fusion_equals_the_plain_wrappers(spark: SparkSession, tmp_path: Path) -> None:
-    """``mobilefacenet_dlib`` of ``conf/base.yaml`` with the default extraction (YuNet at 480, flip TTA): the
-    ``faces`` rows equal the wrappers' fused embeddings, under a model id naming the fusion and the settings."""
-    cfg: Config = load_config("test", [f"lake.root={tmp_path / 'lake'}", "models.recogniser=mobilefacenet_dlib"])
+def test_member_flip_tta_of_a_fusion_is_configured_and_named(tmp_path: Path) -> None:
+    cfg = load_config("test", [f"lake.root={tmp_path}", "models.recogniser=mobilefacenet_dlib"])
+    assert recogniser(cfg).flips == () and recogniser(cfg).member_flips(True) == (True, True)
+    own = cfg.with_overrides(["models.fusion_flip_tta={mobilefacenet_dlib: {dlib_resnet34_128d: false}}"])
+    assert recogniser(own).member_flips(True) == (True, False)
+    assert recogniser(own).member_flips(False) == (False, False)
+    assert recogniser_id(own) != recogniser_id(cfg), "a member's own flip TTA changes the vectors: a new id"
+    same = cfg.with_overrides(["models.fusion_flip_tta={mobilefacenet_dlib: {dlib_resnet34_128d: true}}"])
+    assert recogniser_id(same) != recogniser_id(own)
+    for bad, message in [("{nope: {mobilefacenet_128d: false}}", "not a fusion"),
+                         ("{mobilefacenet_dlib: {sface_128d: false}}", "not a member")]:
+        with pytest.raises(ConfigError, match=message):
+            cfg.with_overrides([f"models.fusion_flip_tta={bad}"])
+
+
+@pytest.mark.parametrize("fusion", ["mobilefacenet_dlib", "mobilefacenet_sface"])
+def test_extract_with_the_shipped_fusion_equals_the_plain_wrappers(spark: SparkSession, tmp_path: Path,
+                                                                     fusion: str) -> None:
+    """A fusion of ``conf/base.yaml`` with the default extraction (YuNet at 480, flip TTA, unless a member has
+    its own setting): the ``faces`` rows equal the wrappers' fused embeddings, under a model id naming the
+    fusion and the settings."""
+    cfg: Config = load_config("test", [f"lake.root={tmp_path / 'lake'}", f"models.recogniser={fusion}"])
     rec = recogniser(cfg)
     assert rec.fused and cfg.extract.flip_tta and cfg.extract.detect_size == 480
     folder = tmp_path / "in"
@@ -80,12 +98,12 @@ def test_extract_with_the_shipped_fusion_equals_the_plain_wrappers(spark: SparkS
     ingest.run(spark, cfg, str(folder))
     res = extract.run(spark, cfg)
     assert res.photos == len(PHOTOS) and res.model_id == recogniser_id(cfg)
-    assert res.model_id.startswith("mobilefacenet_dlib@") and res.model_id.endswith("+flip+d480")
+    assert res.model_id.startswith(f"{fusion}@") and res.model_id.endswith("+flip+d480")
 
     ex = cfg.extract
     plain = build_pipeline(MODELS_DIR, extract.ExtractSettings.from_config(cfg).detector, rec.members,
-                           detect_size=ex.detect_size, flip_tta=ex.flip_tta, quality_rule=QualityRule(),
-                           cached=False)
+                           detect_size=ex.detect_size, flip_tta=rec.member_flips(ex.flip_tta),
+                           quality_rule=QualityRule(), cached=False)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary").collect()
     assert len(faces) == len(PHOTOS)
     for row in faces:

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.models import recogniser
 from facelink.progress import Progress, track
 from facelink.report.publish import publish_folder
 from facelink.report.thumbs import check_side, thumbnail_jpeg
@@ -132,7 +133,7 @@ def test_report_reports_the_latest_runs_with_their_accountability(generated: Gen
     assert isinstance(match, MatchResult)
     index_version = match.index_version
     for text in ("test-operator", "TEST-1", "application_screening", "duplicate_enrolment_check", index_version,
-                 "mobilefacenet_128d@", "band thresholds"):
+                 f"{recogniser(generated.cfg).name}@", "band thresholds"):
         assert text in html
     assert re.search(r"<th>calibration version</th><td>[0-9a-f]{8,}</td>", html)
 

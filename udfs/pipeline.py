@@ -306,7 +306,7 @@ def build_pipeline(
     threads: int = 1,
     batch_size: int = 64,
     detect_batch_size: int | None = None,
-    flip_tta: bool = False,
+    flip_tta: bool | Sequence[bool] = False,
     quality_rule: QualityRule | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     align_method: AlignMethod = "lstsq",
@@ -328,7 +328,8 @@ def build_pipeline(
         threads: onnxruntime intra-op threads per model (pin to the task's cores).
         batch_size: Crops per recogniser call, and photos decoded and detected per chunk.
         detect_batch_size: Photos per detector call (default ``batch_size``).
-        flip_tta: Average each embedding with its mirror's.
+        flip_tta: Average each embedding with its mirror's: one setting for every recogniser, or one per
+            recogniser (in ``recogniser_specs`` order; a fusion may flip one member and not another).
         quality_rule: Quality thresholds (default `QualityRule()`).
         max_pixels: Decode limit.
         align_method: Similarity fit, ``"lstsq"`` or ``"lmeds"``.
@@ -336,6 +337,9 @@ def build_pipeline(
         cached: Reuse a pipeline built with the same arguments in this process.
     """
     rule = quality_rule or QualityRule()
+    flips = (flip_tta,) * len(recogniser_specs) if isinstance(flip_tta, bool) else tuple(bool(f) for f in flip_tta)
+    if len(flips) != len(recogniser_specs):
+        raise ValueError(f"{len(flips)} flip_tta settings for {len(recogniser_specs)} recognisers")
 
     def factory() -> FacePipeline:
         detector = FaceDetector(
@@ -348,10 +352,8 @@ def build_pipeline(
             max_batch=detect_batch_size or batch_size,
         )
         embedders = {
-            spec.name: FaceEmbedder(
-                spec, models_dir, threads=threads, batch_size=batch_size, flip_tta=flip_tta
-            )
-            for spec in recogniser_specs
+            spec.name: FaceEmbedder(spec, models_dir, threads=threads, batch_size=batch_size, flip_tta=flip)
+            for spec, flip in zip(recogniser_specs, flips, strict=True)
         }
         return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method, fusion_weights)
 
@@ -359,7 +361,7 @@ def build_pipeline(
         return factory()
     key = cache_key(
         detector_spec, threads, Path(models_dir), *(s.model_id for s in recogniser_specs), detect_size,
-        score_threshold, nms_iou, batch_size, detect_batch_size, flip_tta, rule, max_pixels, align_method,
+        score_threshold, nms_iou, batch_size, detect_batch_size, flips, rule, max_pixels, align_method,
         fusion_weights,
     )  # fmt: skip
     return get_cached(key, factory)

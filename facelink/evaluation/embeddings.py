@@ -3,12 +3,12 @@
 A *variant* is (recogniser, flip TTA, detector size). The ``faces`` table holds one row set per model id,
 and flip TTA or the detector size do not change the model id, so variants cannot all live in ``faces``.
 The evaluation therefore runs its own pass over the set's rows of the ``photos`` table: one Spark
-``mapInPandas`` pass per detector size, with the production :class:`udfs.pipeline.FacePipeline` holding
-every recogniser twice, plain and on the mirrored crop. Detection and alignment are shared, and the flip
-TTA embedding is ``l2(l2(plain) + l2(mirrored))``, what :class:`udfs.embed.FaceEmbedder` computes with
-``flip_tta`` (up to float rounding from batching). Each pass writes the primary face of every photo to
-Parquet under ``<lake>/evaluation/embeddings/<settings hash>/`` and later runs only add photos not there
-yet, so the whole of lfw_dev is extracted once per detector size.
+``mapInPandas`` pass per detector size, with the production :class:`udfs.pipeline.FacePipeline` holding every
+recogniser, and a second time on the mirrored crop those with a flip TTA variant. Detection and alignment are
+shared, and the flip TTA embedding is ``l2(l2(plain) + l2(mirrored))``, what :class:`udfs.embed.FaceEmbedder`
+computes with ``flip_tta`` (up to float rounding from batching). Each pass writes the primary face of every
+photo to Parquet under ``<lake>/evaluation/embeddings/<settings hash>/`` and later runs only add photos not
+there yet, so the whole of lfw_dev is extracted once per detector size.
 
 The configured pipeline also runs for real (``jobs.extract`` into ``faces``), and
 :func:`check_against_faces` asserts that its embeddings equal the cached variant with the configured
@@ -88,21 +88,22 @@ class PassSettings:
 
     base: ExtractSettings
     recognisers: tuple[ModelSpec, ...]
-    mirror: bool
+    mirrored: tuple[str, ...]  # recognisers that also embed the mirrored crop (a flip TTA variant needs it)
 
     @classmethod
-    def from_config(cls, cfg: Config, detect_size: int, recognisers: Sequence[str], mirror: bool) -> PassSettings:
+    def from_config(cls, cfg: Config, detect_size: int, recognisers: Sequence[str],
+                    mirrored: Sequence[str]) -> PassSettings:
         base = replace(ExtractSettings.from_config(cfg), detect_size=detect_size, flip_tta=False)
-        return cls(base, tuple(model_spec(cfg, r) for r in sorted(set(recognisers))), mirror)
+        return cls(base, tuple(model_spec(cfg, r) for r in sorted(set(recognisers))), tuple(sorted(set(mirrored))))
 
     def cache_key(self) -> str:
         """Hash of every setting that changes the output (not threads, batch size or the models folder)."""
         b = self.base
         content = {
             "detector": b.detector.model_id, "recognisers": [r.model_id for r in self.recognisers],
-            "mirror": self.mirror, "detect_size": b.detect_size, "score_threshold": b.score_threshold,
+            "mirrored": list(self.mirrored), "detect_size": b.detect_size, "score_threshold": b.score_threshold,
             "nms_iou": b.nms_iou, "align_method": b.align_method, "max_pixels": b.max_pixels,
-            "quality": b.quality, "format": 1,
+            "quality": b.quality, "format": 2,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -122,7 +123,7 @@ def _build_pass_pipeline(settings: PassSettings) -> Any:
         embedders: dict[str, FaceEmbedder] = {}
         for spec in settings.recognisers:
             embedders[spec.name] = FaceEmbedder(spec, b.models_dir, threads=b.threads, batch_size=b.batch_size)
-            if settings.mirror:
+            if spec.name in settings.mirrored:
                 embedders[spec.name + MIRROR] = MirroredEmbedder(
                     spec, b.models_dir, threads=b.threads, batch_size=b.batch_size
                 )
@@ -194,12 +195,15 @@ def l2_rows(x: np.ndarray) -> np.ndarray:
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def passes_for(variants: Iterable[Variant]) -> dict[int, tuple[list[str], bool]]:
-    """Detector size -> (recognisers, mirror needed) covering ``variants``."""
-    out: dict[int, tuple[list[str], bool]] = {}
+def passes_for(variants: Iterable[Variant]) -> dict[int, tuple[list[str], list[str]]]:
+    """Detector size -> (recognisers, recognisers whose mirrored crop is needed) covering ``variants``.
+
+    Only a recogniser with a flip TTA variant embeds the mirror: SFace's mirror alone costs ~30 ms a face."""
+    out: dict[int, tuple[list[str], list[str]]] = {}
     for v in variants:
-        recs, mirror = out.get(v.detect_size, ([], False))
-        out[v.detect_size] = (sorted({*recs, v.recogniser}), mirror or v.flip_tta)
+        recs, mirrored = out.get(v.detect_size, ([], []))
+        out[v.detect_size] = (sorted({*recs, v.recogniser}),
+                              sorted({*mirrored, v.recogniser}) if v.flip_tta else mirrored)
     return out
 
 
@@ -215,8 +219,8 @@ def extract_variants(spark: SparkSession, cfg: Config, labelled: LabelledSet, va
     photos = read_table(spark, cfg, "photos").join(F.broadcast(set_ids), "record_id", how="inner").select(
         "record_id", "photo_id", "content"
     )
-    for size, (recognisers, mirror) in sorted(passes_for(wanted).items()):
-        settings = PassSettings.from_config(cfg, size, recognisers, mirror)
+    for size, (recognisers, mirrored) in sorted(passes_for(wanted).items()):
+        settings = PassSettings.from_config(cfg, size, recognisers, mirrored)
         cache_dir = f"{cache_root.rstrip('/')}/{settings.cache_key()}"
         store.cache_dirs[size] = cache_dir
         rows = _run_pass(spark, photos, settings, cache_dir, cfg.extract.photos_per_partition)
@@ -337,26 +341,34 @@ def check_against_faces(spark: SparkSession, cfg: Config, store: EmbeddingStore,
     return result
 
 
-def measure_cost(cfg: Config, variant: Variant, photos: Sequence[bytes], repeats: int = 3) -> dict[str, float]:
-    """Time the extract job's pipeline for one variant on ``photos``, single-threaded, in this process.
+def measure_cost(cfg: Config, variants: Sequence[Variant], photos: Sequence[bytes], repeats: int = 3
+                 ) -> dict[str, float]:
+    """Time the extract job's pipeline for some variants on ``photos``, single-threaded, in this process.
 
-    The pipeline is what ``jobs.extract`` builds for one recogniser (detection, alignment, quality,
-    embedding). The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
+    The pipeline is what ``jobs.extract`` builds for a recogniser made of the variants' models (detection,
+    alignment and quality once, then each member's embedding with its own flip TTA); the variants must share
+    one detector size. The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
     least disturbed by other load on a shared machine.
 
     Returns:
         ``<stage>_ms_per_photo`` for decode, detect, align, quality, embed and total, and ``photos``.
+
+    Raises:
+        ValueError: No variants, or variants at different detector sizes.
     """
     from udfs.pipeline import build_pipeline
     from udfs.quality import QualityRule
 
-    base = ExtractSettings.from_config(cfg, variant.recogniser)
+    sizes = {v.detect_size for v in variants}
+    if len(sizes) != 1:
+        raise ValueError(f"one pipeline runs at one detector size, got {sorted(sizes)}")
+    base = ExtractSettings.from_config(cfg, variants[0].recogniser)
     pipeline = build_pipeline(
-        base.models_dir, base.detector, base.recogniser.members, detect_size=variant.detect_size,
-        score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1, batch_size=base.batch_size,
-        detect_batch_size=base.detect_batch_size,
-        flip_tta=variant.flip_tta, quality_rule=QualityRule(**base.quality), max_pixels=base.max_pixels,
-        align_method=base.align_method, cached=False,  # type: ignore[arg-type]
+        base.models_dir, base.detector, [model_spec(cfg, v.recogniser) for v in variants],
+        detect_size=variants[0].detect_size, score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1,
+        batch_size=base.batch_size, detect_batch_size=base.detect_batch_size,
+        flip_tta=[v.flip_tta for v in variants], quality_rule=QualityRule(**base.quality),
+        max_pixels=base.max_pixels, align_method=base.align_method, cached=False,  # type: ignore[arg-type]
     )
     pipeline.process_batch(list(photos[:8]))
     best: dict[str, float] | None = None

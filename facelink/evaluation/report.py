@@ -189,6 +189,25 @@ def _ci(ci: Sequence[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
+def _delta_tables(report: Mapping[str, Any], fpir: Sequence[float]) -> list[str]:
+    """Paired differences against each baseline the report holds (``vs_reference``, ``vs_mfn_flip``)."""
+    lines: list[str] = []
+    for key in ("vs_reference", "vs_mfn_flip"):
+        deltas = report.get(key)
+        if not deltas:
+            continue
+        head = ["config"] + [f"ΔFNIR@FPIR {t:g} [95% CI]" for t in fpir] + [f"Δdup recall@FPIR {fpir[0]:g} [95% CI]"]
+        lines += [f"### Paired differences {key.replace('_', ' ', 1)}", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        for c, d in deltas.items():
+            cells = [c] + [f"{d['fnir'][t]['delta']:+.3f} {_ci(d['fnir'][t]['ci'])}" for t in fpir]
+            dup = d.get("dup_recall", {}).get(fpir[0])
+            cells.append(f"{dup['delta']:+.3f} {_ci(dup['ci'])}" if dup else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def summary_markdown(report: Mapping[str, Any]) -> str:  # noqa: C901 - one section per protocol
     """A short Markdown summary: one table row per configuration, then calibration, digests and checks."""
     lines = [f"# Evaluation {report['run_id']}", "",
@@ -217,6 +236,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:  # noqa: C901 - one sect
             cells.append(f"{cost[c]['total_ms_per_photo']:.1f}" if c in cost else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _delta_tables(report, fp)
     if verif:
         far = report["settings"]["far_targets"]
         head = ["config", "accuracy (k-fold)"] + [f"TAR@FAR {far_label(t)} [95% CI]" for t in far] + ["failed"]

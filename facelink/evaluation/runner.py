@@ -50,6 +50,9 @@ from udfs.embed import fuse_embeddings
 
 log = logging.getLogger(__name__)
 REFERENCE_NAME = "reference"
+#: Second baseline of the paired differences: the default before SFace (MobileFaceNet, flip TTA, production
+#: scoring), measured when the run includes ``sface_mix``.
+PREVIOUS_DEFAULT_NAME = "mfn_flip"
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,11 @@ class Outputs:
 def config_model_id(config: EvalConfig, model_ids: Mapping[str, str], align_method: str = "lstsq") -> str:
     """The configuration's recogniser id(s) plus its extraction settings, as production writes ``model_id``."""
     ids = [model_ids[r] for r in config.recognisers]
+    if config.member_flips:  # each member's own flip TTA is part of its id
+        ids = [i + ("+flip" if f else "") for i, f in zip(ids, config.member_flips, strict=True)]
     base = ids[0] if len(ids) == 1 else "fuse:" + "+".join(ids)
-    return base + extraction_suffix(config.detect_size, config.flip_tta, align_method)
+    flip = config.flip_tta and not config.member_flips
+    return base + extraction_suffix(config.detect_size, flip, align_method)
 
 
 def evaluate(inputs: Inputs, configs: Sequence[EvalConfig]) -> Outputs:
@@ -212,23 +218,26 @@ def _fpir_check(inputs: Inputs, configs: Sequence[EvalConfig], out: Outputs) -> 
 
 
 def _deltas(inputs: Inputs, configs: Sequence[EvalConfig], boot: BootstrapSpec, out: Outputs) -> None:
-    """Paired differences of every configuration against the reference (when both were measured)."""
-    base = out.outcomes.get(REFERENCE_NAME)
-    if base is None:
-        return
-    out.report["vs_reference"] = {}
-    for config in configs:
-        if config.name == REFERENCE_NAME or config.name not in out.outcomes:
+    """Paired differences of every configuration against the reference and against the previous default
+    (each when both were measured): ``vs_reference`` and ``vs_mfn_flip`` in the report."""
+    for base_name in (REFERENCE_NAME, PREVIOUS_DEFAULT_NAME):
+        base = out.outcomes.get(base_name)
+        if base is None:
             continue
-        other = out.outcomes[config.name]
-        d = paired_deltas(base[0], other[0], base[1], other[1], inputs.settings.fpir_targets, inputs.k, boot)
-        out.report["vs_reference"][config.name] = d
-        for kind, per_target in d.items():
-            protocol = "identification" if kind == "fnir" else "dedup"
-            metric = "fnir" if kind == "fnir" else "dup_recall"
-            for t, got in per_target.items():
-                name = f"{metric}_at_fpir_{rep.fpir_label(t)}_delta_vs_reference"
-                out.rows.append(rep.row(protocol, config.name, name, got["delta"], ci=got["ci"]))
+        key = f"vs_{base_name}"
+        out.report[key] = {}
+        for config in configs:
+            if config.name == base_name or config.name not in out.outcomes:
+                continue
+            other = out.outcomes[config.name]
+            d = paired_deltas(base[0], other[0], base[1], other[1], inputs.settings.fpir_targets, inputs.k, boot)
+            out.report[key][config.name] = d
+            for kind, per_target in d.items():
+                protocol = "identification" if kind == "fnir" else "dedup"
+                metric = "fnir" if kind == "fnir" else "dup_recall"
+                for t, got in per_target.items():
+                    name = f"{metric}_at_fpir_{rep.fpir_label(t)}_delta_{key}"
+                    out.rows.append(rep.row(protocol, config.name, name, got["delta"], ci=got["ci"]))
 
 
 def _renewal(mats: Any, proto: SearchProtocol, nonmate_top: np.ndarray, s: EvaluationSettings, k: int,

@@ -39,6 +39,8 @@ CohortMode = Literal["none", "probe", "symmetric"]
 REFERENCE_RECOGNISER = "mobilefacenet_128d"
 REFERENCE_DETECT_SIZE = 320
 FUSION_RECOGNISERS = ("mobilefacenet_128d", "dlib_resnet34_128d")
+#: The members of the SFace study (issue 16): MobileFaceNet and SFace, alone and fused, flip TTA per member.
+SFACE_MEMBERS = ("mobilefacenet_128d", "sface_128d")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class ScoringConf:
         cohort_exclude_top: A side's best-scoring gallery records left out of its cohort (they may be
             its mates or duplicates).
         cohort_size: Gallery records after those forming the cohort (the next best: an adaptive cohort).
+        gallery_quality_filter: Search only the searched records' photos whose face passes the quality rule,
+            as production's gallery does (:func:`facelink.gallery.searchable_faces`): a record left with none
+            cannot be found.
     """
 
     recognisers: tuple[str, ...] = ()
@@ -72,6 +77,7 @@ class ScoringConf:
     cohort_norm: CohortMode = "symmetric"
     cohort_exclude_top: int = 10
     cohort_size: int = 50
+    gallery_quality_filter: bool = False
 
     def __post_init__(self) -> None:
         if self.template not in ("single", "embedding_mean", "score_mean", "score_max"):
@@ -97,6 +103,16 @@ class EvalConfig:
     flip_tta: bool
     detect_size: int
     scoring: ScoringConf
+    member_flips: tuple[bool, ...] = ()  # per recogniser, its own flip TTA (``()``: ``flip_tta`` for all)
+
+    def __post_init__(self) -> None:
+        if self.member_flips and len(self.member_flips) != len(self.recognisers):
+            raise ValueError(f"configuration {self.name!r}: one member flip setting per recogniser, or none")
+
+    @property
+    def flips(self) -> tuple[bool, ...]:
+        """Each recogniser's flip TTA."""
+        return self.member_flips or (self.flip_tta,) * len(self.recognisers)
 
     @property
     def fused(self) -> bool:
@@ -109,28 +125,54 @@ class EvalConfig:
 
     @property
     def variants(self) -> list[Variant]:
-        return [Variant(r, self.flip_tta, self.detect_size) for r in self.recognisers]
+        return [Variant(r, f, self.detect_size) for r, f in zip(self.recognisers, self.flips, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         s = self.scoring
         return {
-            "recognisers": list(self.recognisers), "flip_tta": self.flip_tta, "detect_size": self.detect_size,
+            "recognisers": list(self.recognisers), "flip_tta": self.flip_tta, "member_flips": list(self.flips),
+            "detect_size": self.detect_size,
             "template": s.template, "quality_weighting": s.quality_weighting, "fusion_method": s.fusion_method,
             "cohort_norm": s.cohort_norm, "cohort_exclude_top": s.cohort_exclude_top,
-            "cohort_size": s.cohort_size,
+            "cohort_size": s.cohort_size, "gallery_quality_filter": s.gallery_quality_filter,
         }
 
 
 def default_config(cfg: Config) -> EvalConfig:
-    """What the production jobs do with ``cfg`` (see the module docstring)."""
+    """What the production jobs do with ``cfg`` (see the module docstring): the configured extraction, a record
+    scored by its best photo, and only the gallery's quality-passing faces searched. The gallery's index is
+    not simulated: below ``index.flat_max`` vectors per partition production searches exactly, as here."""
     rec = recogniser(cfg)
     names = tuple(m.name for m in rec.members)
     scoring = ScoringConf(
         recognisers=names if rec.fused else (), fusion_method="linear" if rec.fused else "sum",
         fusion_weights=rec.weights if rec.fused else (), template="score_max", quality_weighting=False,
-        cohort_norm="none",
+        cohort_norm="none", gallery_quality_filter=True,
     )
-    return EvalConfig("default", names, cfg.extract.flip_tta, cfg.extract.detect_size, scoring)
+    flips = rec.member_flips(cfg.extract.flip_tta) if rec.flips else ()
+    return EvalConfig("default", names, cfg.extract.flip_tta, cfg.extract.detect_size, scoring, flips)
+
+
+def sface_configs(cfg: Config) -> list[EvalConfig]:
+    """Issue 16's member mixes, each extracted and scored as production would run it (the configured detector
+    size, a record scored by its best photo): MobileFaceNet with flip TTA (the default before SFace), SFace
+    with and without flip TTA, and the two fused with flip TTA on both or on MobileFaceNet only. The fusions
+    use the weights of the configured recogniser when it fuses these two models, else equal weights. A mix
+    that is the default itself (same variants and scoring) is left out: the ``default`` row measures it."""
+    default = default_config(cfg)
+    weights = default.scoring.fusion_weights if default.recognisers == SFACE_MEMBERS else (0.5, 0.5)
+    size = default.detect_size
+    single = replace(default.scoring, recognisers=(), fusion_method="sum", fusion_weights=())
+    linear = replace(default.scoring, recognisers=SFACE_MEMBERS, fusion_method="linear", fusion_weights=weights)
+    mfn, sface = SFACE_MEMBERS
+    mixes = [
+        EvalConfig("mfn_flip", (mfn,), True, size, single),
+        EvalConfig("sface", (sface,), False, size, single),
+        EvalConfig("sface_flip", (sface,), True, size, single),
+        EvalConfig("mfn_sface_flip", SFACE_MEMBERS, True, size, linear),
+        EvalConfig("mfn_flip_sface", SFACE_MEMBERS, True, size, linear, (True, False)),
+    ]
+    return [c for c in mixes if (c.variants, c.scoring) != (default.variants, default.scoring)]
 
 
 REFERENCE = EvalConfig(
@@ -152,10 +194,11 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
     Names: ``reference`` (bare single-photo MobileFaceNet at 320); each technique alone on top of it:
     ``flip_tta``, ``templates`` (quality-weighted mean embedding of a record's photos), ``fusion`` (the
     configured fusion, linear with its weights, or MobileFaceNet + dlib linear with equal weights when the
-    configured recogniser is one model), ``fusion_fmr`` (the same recognisers fused as the sum of their
-    calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one ``detect_<n>`` per
-    alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every technique on, at
-    the configured detector size).
+    configured recogniser is one model), ``sface_mix`` (:func:`sface_configs`: MobileFaceNet and SFace alone and
+    fused, flip TTA per member; each mix also by its own name), ``fusion_fmr`` (the same recognisers fused as
+    the sum of their calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one
+    ``detect_<n>`` per alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every
+    technique on, at the configured detector size).
 
     Raises:
         ValueError: An unknown name.
@@ -177,7 +220,11 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
         "cohort_norm": [replace(ref, name="cohort_norm", scoring=COHORT)],
         "detect_size": [replace(ref, name=f"detect_{n}", detect_size=n) for n in alt_detect_sizes
                         if n != ref.detect_size],
+        "sface_mix": sface_configs(cfg),
+        **{c.name: [c] for c in sface_configs(cfg)},
         "default": [default],
+        "default_all_faces": [replace(default, name="default_all_faces",
+                                      scoring=replace(default.scoring, gallery_quality_filter=False))],
         "all": [EvalConfig("all", fusion, True, default.detect_size, replace(
             TEMPLATES, recognisers=fusion, fusion_method="linear", fusion_weights=weights, cohort_norm="symmetric",
             cohort_exclude_top=COHORT.cohort_exclude_top, cohort_size=COHORT.cohort_size))],
@@ -352,6 +399,17 @@ def normalise(scores: np.ndarray, query_cohort: np.ndarray | None, target_cohort
     return np.where(mask, np.nan, z)
 
 
+def searched_weights(store: EmbeddingStore, variant: Variant, scoring: ScoringConf, searched: Records) -> np.ndarray:
+    """:func:`photo_weights`, with the ``searched`` records' photos that fail the quality rule set to 0 when the
+    scoring filters the gallery (the searching side's photos are not filtered, unless they are searched too)."""
+    w = photo_weights(store, variant, scoring)
+    if scoring.gallery_quality_filter:
+        rows = np.array(sorted({p for photos in searched.photos for p in photos}), dtype=np.int64)
+        w = w.copy()
+        w[rows] = np.where(store.quality_ok[variant.detect_size][rows], w[rows], 0.0)
+    return w
+
+
 def config_record_scores(
     config: EvalConfig, store: EmbeddingStore, a: Records, b: Records, calibrations: Mapping[str, Calibration],
 ) -> np.ndarray:
@@ -360,11 +418,11 @@ def config_record_scores(
         # As production: one fused embedding per photo, then the template rule over it.
         vectors = [store.get(v) for v in config.variants]
         x = fuse_embeddings(vectors, config.scoring.fusion_weights)
-        w = photo_weights(store, config.variants[0], config.scoring)
+        w = searched_weights(store, config.variants[0], config.scoring, b)
         return record_scores(a, b, x, w, config.scoring.template)
     per_model = []
     for v in config.variants:
-        per_model.append(record_scores(a, b, store.get(v), photo_weights(store, v, config.scoring),
+        per_model.append(record_scores(a, b, store.get(v), searched_weights(store, v, config.scoring, b),
                                        config.scoring.template))
     cals = [calibrations[v.recogniser] for v in config.variants] if config.calibrated_fusion else []
     return fuse(per_model, cals, config.scoring)
