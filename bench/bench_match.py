@@ -386,16 +386,22 @@ def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[
         "dedup_met": run["dedup"]["wall_s"] <= TARGET_DEDUP_S if applies and "dedup" in run else None,
     }
     run["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    write_run(results_path, run)
+    log.info("wrote %s", results_path)
+    return run
+
+
+def write_run(results_path: Path, run: dict[str, Any]) -> None:
+    """Merge ``run`` into the results file, replacing an earlier run of the same gallery and probe sizes."""
     report: dict[str, Any] = {"runs": []}
     if results_path.is_file():
         report = json.loads(results_path.read_text())
     report["machine"] = {**machine_info(), "platform": platform.platform(), "faiss": faiss.__version__}
-    report["runs"] = sorted([r for r in report.get("runs", []) if (r["gallery"], r["probes"]) != (gallery, probes)]
-                            + [run], key=lambda r: (r["gallery"], r["probes"]))
+    key = (run["gallery"], run["probes"])
+    report["runs"] = sorted([r for r in report.get("runs", []) if (r["gallery"], r["probes"]) != key] + [run],
+                            key=lambda r: (r["gallery"], r["probes"]))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(report, indent=2) + "\n")
-    log.info("wrote %s", results_path)
-    return run
 
 
 def print_run(run: dict[str, Any]) -> None:
@@ -445,14 +451,7 @@ def run_fpir_only(gallery: int, probes: int, overrides: Sequence[str], results_p
                           "fpir_model": model.describe(gallery, bands) if model else None}
     run["band_thresholds"] = thresholds
     run["fpir_check"] = fpir_rows(bands, hits, int(strangers.size), gallery)
-    report: dict[str, Any] = {"runs": []}
-    if results_path.is_file():
-        report = json.loads(results_path.read_text())
-    report["machine"] = {**machine_info(), "platform": platform.platform(), "faiss": faiss.__version__}
-    report["runs"] = sorted([r for r in report.get("runs", []) if (r["gallery"], r["probes"]) != (gallery, probes)]
-                            + [run], key=lambda r: (r["gallery"], r["probes"]))
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_run(results_path, run)
     print(f"FPIR at gallery {gallery:,} ({strangers.size:,} non-mated probes, exact search); model: "
           f"{run['calibration']['fpir_model']}")
     for line in format_check_rows(run["fpir_check"]):

@@ -43,6 +43,17 @@ BENCHMARKS = ("bare_reference", "extract", "index", "match")
 QUICK_MATCH_OVERRIDES = ("index.flat_max=5000", "index.shard_size=10000")
 
 
+def repo_relative(value: Any) -> Any:
+    """``value`` with every path string under the repository written relative to it (results name no machine)."""
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith(f"{REPO_ROOT}/"):
+        return value[len(str(REPO_ROOT)) + 1:]
+    return value
+
+
 def commands(quick: bool, results_dir: Path) -> dict[str, list[str]]:
     """The command line of each benchmark."""
     py = sys.executable
@@ -210,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine_at_start": machine, "machine_at_end": machine_info(),
         "benchmarks": status, "headlines": rows, "plots": plots,
     }
-    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (results_dir / "summary.json").write_text(json.dumps(repo_relative(summary), indent=2) + "\n")
     print(f"\nwrote {results_dir / 'summary.json'}")
     return 1 if any(s["status"] != "ok" for s in status.values()) else 0
 
