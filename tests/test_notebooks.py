@@ -76,12 +76,15 @@ def add_reviews(spark: SparkSession, cfg: Config) -> None:
     assert len(pairs) == 2 and match is not None, "the pipeline lake should hold candidate pairs and matches"
     now = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
     subject = f"{match['run_id']}/{match['probe_photo_id']}/{match['rank']}"
+    # a decision counts for the record ids it saw: each review names its subject's current records
+    ab, cd = ([p["record_id_a"], p["record_id_b"]] for p in pairs)
+    ef = [match["probe_record_id"], match["candidate_record_id"]]
     rows = [
-        ("r1", "pair", pairs[0]["pair_id"], pairs[0]["run_id"], ["a", "b"], "alice", "same_person", None, now),
-        ("r2", "pair", pairs[0]["pair_id"], pairs[0]["run_id"], ["a", "b"], "bob", "same_person", None, now),
-        ("r3", "pair", pairs[1]["pair_id"], pairs[1]["run_id"], ["c", "d"], "alice", "different_people", None, now),
-        ("r4", "match", subject, match["run_id"], ["e", "f"], "alice", "same_person", None, now),
-        ("r5", "match", subject, match["run_id"], ["e", "f"], "bob", "different_people", "eyes differ", now),
+        ("r1", "pair", pairs[0]["pair_id"], pairs[0]["run_id"], ab, "alice", "same_person", None, now),
+        ("r2", "pair", pairs[0]["pair_id"], pairs[0]["run_id"], ab, "bob", "same_person", None, now),
+        ("r3", "pair", pairs[1]["pair_id"], pairs[1]["run_id"], cd, "alice", "different_people", None, now),
+        ("r4", "match", subject, match["run_id"], ef, "alice", "same_person", None, now),
+        ("r5", "match", subject, match["run_id"], ef, "bob", "different_people", "eyes differ", now),
     ]
     spec = get_spec("reviews")
     append(spark, cfg, spec, spark.createDataFrame(rows, spec.schema))
