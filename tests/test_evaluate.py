@@ -164,11 +164,14 @@ def test_sface_mix_configurations_and_the_default(tmp_path: Path) -> None:
     assert "mfn_flip_sface" not in configs, "the mix that is the default is measured once, as the default"
     assert configs["default"].scoring.gallery_quality_filter and configs["mfn_flip"].scoring.gallery_quality_filter
     assert not configs["default_all_faces"].scoring.gallery_quality_filter
+    assert labels["mfn_flip_all_faces"] == labels["mfn_flip"]
+    assert not configs["mfn_flip_all_faces"].scoring.gallery_quality_filter
     assert configs["mfn_sface_flip"].scoring.fusion_weights == configs["default"].scoring.fusion_weights
     other = {c.name: c for c in evaluation_configs(cfg.with_overrides(["models.recogniser=mobilefacenet_128d"]),
                                                    ["sface_mix"], ())}
     assert [v.label for v in other["mfn_flip_sface"].variants] == labels["default"]
     assert "mfn_flip" not in other, "with MobileFaceNet as the default, mfn_flip is the default row"
+    assert "mfn_flip_all_faces" not in other, "and mfn_flip_all_faces is default_all_faces"
 
 
 def test_cohort_normalisation_excludes_the_best_scores() -> None:

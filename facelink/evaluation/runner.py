@@ -53,6 +53,9 @@ REFERENCE_NAME = "reference"
 #: Second baseline of the paired differences: the default before SFace (MobileFaceNet, flip TTA, production
 #: scoring), measured when the run includes ``sface_mix``.
 PREVIOUS_DEFAULT_NAME = "mfn_flip"
+#: Third baseline: the previous default without the gallery quality filter, as issue 16 measured it, the like
+#: of ``default_all_faces`` (measured when the run includes ``sface_mix``).
+PREVIOUS_ALL_FACES_NAME = "mfn_flip_all_faces"
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,9 @@ def _fpir_check(inputs: Inputs, configs: Sequence[EvalConfig], out: Outputs) -> 
 
 def _deltas(inputs: Inputs, configs: Sequence[EvalConfig], boot: BootstrapSpec, out: Outputs) -> None:
     """Paired differences of every configuration against the reference and against the previous default
-    (each when both were measured): ``vs_reference`` and ``vs_mfn_flip`` in the report."""
-    for base_name in (REFERENCE_NAME, PREVIOUS_DEFAULT_NAME):
+    (each when both were measured): ``vs_reference``, ``vs_mfn_flip`` and ``vs_mfn_flip_all_faces`` in the
+    report."""
+    for base_name in (REFERENCE_NAME, PREVIOUS_DEFAULT_NAME, PREVIOUS_ALL_FACES_NAME):
         base = out.outcomes.get(base_name)
         if base is None:
             continue

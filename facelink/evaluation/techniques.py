@@ -156,9 +156,12 @@ def default_config(cfg: Config) -> EvalConfig:
 def sface_configs(cfg: Config) -> list[EvalConfig]:
     """Issue 16's member mixes, each extracted and scored as production would run it (the configured detector
     size, a record scored by its best photo): MobileFaceNet with flip TTA (the default before SFace), SFace
-    with and without flip TTA, and the two fused with flip TTA on both or on MobileFaceNet only. The fusions
+    with and without flip TTA, and the two fused with flip TTA on both or on MobileFaceNet only. The previous
+    default is measured with and without the gallery quality filter (``mfn_flip``, ``mfn_flip_all_faces``), the
+    baselines of ``default`` and ``default_all_faces``. The fusions
     use the weights of the configured recogniser when it fuses these two models, else equal weights. A mix
-    that is the default itself (same variants and scoring) is left out: the ``default`` row measures it."""
+    that is the default itself (same variants and scoring, with or without the filter) is left out: the
+    ``default`` and ``default_all_faces`` rows measure it."""
     default = default_config(cfg)
     weights = default.scoring.fusion_weights if default.recognisers == SFACE_MEMBERS else (0.5, 0.5)
     size = default.detect_size
@@ -167,12 +170,15 @@ def sface_configs(cfg: Config) -> list[EvalConfig]:
     mfn, sface = SFACE_MEMBERS
     mixes = [
         EvalConfig("mfn_flip", (mfn,), True, size, single),
+        EvalConfig("mfn_flip_all_faces", (mfn,), True, size, replace(single, gallery_quality_filter=False)),
         EvalConfig("sface", (sface,), False, size, single),
         EvalConfig("sface_flip", (sface,), True, size, single),
         EvalConfig("mfn_sface_flip", SFACE_MEMBERS, True, size, linear),
         EvalConfig("mfn_flip_sface", SFACE_MEMBERS, True, size, linear, (True, False)),
     ]
-    return [c for c in mixes if (c.variants, c.scoring) != (default.variants, default.scoring)]
+    defaults = [(default.variants, default.scoring),
+                (default.variants, replace(default.scoring, gallery_quality_filter=False))]
+    return [c for c in mixes if (c.variants, c.scoring) not in defaults]
 
 
 REFERENCE = EvalConfig(
