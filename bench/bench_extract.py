@@ -187,7 +187,7 @@ def spark_embeddings(spark: Any, cfg: Config, run_id: str) -> dict[str, np.ndarr
     """Primary-face embeddings the extract run wrote, by record id."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     rows = (
         read_table(spark, cfg, "faces").filter((F.col("extract_run_id") == run_id) & F.col("is_primary"))
@@ -200,7 +200,7 @@ def job_seconds(spark: Any, cfg: Config, run_id: str) -> dict[str, float]:
     """The extract run's seconds per stage, as it recorded them in ``audit``."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     row = read_table(spark, cfg, "audit").filter(F.col("run_id") == run_id).select("detail").first()
     return dict(json.loads(row["detail"]).get("seconds", {})) if row and row["detail"] else {}
@@ -219,7 +219,7 @@ def udf_only(spark: Any, cfg: Config, n: int) -> dict[str, Any]:
     """The job's Spark transform alone on the benchmark photos, to a no-op sink: no Delta merge, no counts."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
     from jobs.extract import ExtractSettings, transform_extract
 
     photos = read_table(spark, cfg, "photos").filter(F.col("ingest_run_id") == "bench-ingest").select(

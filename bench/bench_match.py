@@ -125,7 +125,7 @@ def write_tables(spark: Any, cfg: Config, folder: Path, role: str, model_id: str
     """Append the Parquet rows of one role to ``faces`` and ``photos`` as schema-conformant rows."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import append
+    from facelink.lake.tables import append
     from jobs.ingest import partition_col
     from schemas import get_spec
 
@@ -213,7 +213,7 @@ def match_recall(spark: Any, cfg: Config, syn: Synthetic, run_id: str, floor: fl
     """recall@10 of the stored matches against exact search above the run's threshold, on sampled probes."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     sample = np.sort(rng.choice(syn.xq.shape[0], size=min(EVAL_SAMPLE, syn.xq.shape[0]), replace=False))
     scores, ids = exact_topk(syn.xb, syn.xq[sample], K)
@@ -240,7 +240,7 @@ def match_sanity(spark: Any, cfg: Config, syn: Synthetic, run_id: str) -> dict[s
     """1:N check on every probe: mated probes with their identity at rank 1; strangers with any candidate."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     top = (read_table(spark, cfg, "matches").filter((F.col("run_id") == run_id) & (F.col("rank") == 1))
            .select("probe_record_id", "candidate_record_id", "band").toPandas())
@@ -265,7 +265,7 @@ def match_fpir(spark: Any, cfg: Config, syn: Synthetic, run_id: str, version: st
     """Observed FPIR of the match run's non-mated probes at each band against the band's target."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     rows = (read_table(spark, cfg, "matches").filter(F.col("run_id") == run_id)
             .select("probe_record_id", "band", "gallery_size").toPandas())
@@ -284,7 +284,7 @@ def dedup_recall(spark: Any, cfg: Config, syn: Synthetic, run_id: str, floor: fl
     """recall@10 of the stored duplicate pairs against exact self-search above the run's threshold."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     n = syn.xb.shape[0]
     sample = np.sort(rng.choice(n, size=min(EVAL_SAMPLE, n), replace=False))

@@ -47,7 +47,7 @@ from pyspark.sql import DataFrame, SparkSession
 from facelink.config import Config
 from facelink.dq_suites import CRITICAL, WARNING, Suite, SuiteInputs, suites_for
 from facelink.errors import DataQualityError
-from facelink.tables import replace_where
+from facelink.lake.tables import replace_where
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.tables import read_table
 from facelink.models import recogniser, recogniser_id, recogniser_names
-from facelink.tables import read_table
 from schemas.rejects import REASONS
 
 CRITICAL = "critical"

@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.tables import read_table
+from facelink.lake.tables import read_table
 
 
 def face_id_col(prefix: str = "") -> Column:

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.tables import read_table, table_exists
+from facelink.lake.tables import read_table, table_exists
 
 
 def read_truth(path: Path) -> dict[str, dict[str, str]]:

@@ -42,9 +42,9 @@ from facelink.gallery import current_index, searchable_faces
 from facelink.index import build as ib
 from facelink.index.params import IndexParams, choose_index_params, nprobe_by_score, nprobe_for_recall
 from facelink.index.search import load_ids
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.lake.tables import append, read_table
 from facelink.models import recogniser_id
-from facelink.runs import RunRecorder, new_run_id
-from facelink.tables import append, read_table
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from facelink.calibration import load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.gallery import current_index, rows_for_floor, searchable_faces
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import read_table, replace_where
 from facelink.models import recogniser_id
-from facelink.runs import RunRecorder, new_run_id, require_accountability
 from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf, precision_detail
 from facelink.search_udf import search_gallery
-from facelink.tables import read_table, replace_where
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

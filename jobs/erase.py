@@ -29,17 +29,17 @@ dropped more than that many hours ago; the files dropped by this run go at the n
 ``jobs.retention`` run vacuums the same tables), or at once with ``--set retention.vacuum_hours=0``.
 
 A retention shorter than Delta's 168-hour safety interval is refused by Delta unless
-``spark.databricks.delta.retentionDurationCheck.enabled`` is false. :func:`vacuum_tables` switches it off on the
-session for the duration of its VACUUM calls only and then restores the previous value. The check exists
-because a reader or writer still on a snapshot older than the retention can fail when its files vanish: run a
-short-retention erase when no other job uses the tables, and do not share its SparkSession with other threads.
+``spark.databricks.delta.retentionDurationCheck.enabled`` is false. :func:`facelink.lake.tables.vacuum_tables`
+switches it off on the session for the duration of its VACUUM calls only and then restores the previous value. The
+check exists because a reader or writer still on a snapshot older than the retention can fail when its files vanish:
+run a short-retention erase when no other job uses the tables, and do not share its SparkSession with other threads.
 
 What else could quote the records goes too. Delta keeps no min/max statistics of identifying columns
 (``TableSpec.identifying``, set as ``delta.dataSkippingStatsColumns`` when a table is created), so no commit
 or checkpoint of the transaction log holds their ids, which VACUUM would never remove; ``runs.error`` texts
 that quote them are redacted and ``runs`` is vacuumed with the rest; and every report folder, nightly
 summary, Data Docs page, GX validation result and evaluation or calibration cache under a local lake that
-holds one of their ids, photo id prefixes, file names or embeddings is removed (:mod:`facelink.erasure`).
+holds one of their ids, photo id prefixes, file names or embeddings is removed (:mod:`facelink.lake.erasure`).
 A table created before its columns were marked identifying keeps statistics in its older commits: set the
 property on it (``ALTER TABLE delta.`<path>` SET TBLPROPERTIES``) and let Delta's log cleanup (commits older
 than ``delta.logRetentionDuration``, at a checkpoint) remove those commits.
@@ -59,34 +59,34 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from facelink.config import Config
-from facelink.erasure import Traces, sweep
 from facelink.errors import InputError
+from facelink.lake.erasure import Traces, sweep
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import (
+    PERSONAL_TABLES,
+    delete_matching,
+    read_table,
+    table_exists,
+    vacuum_tables,
+)
 from facelink.models import recogniser_id
 from facelink.models import recogniser_names as configured_recognisers
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.tables import read_table, table_exists
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
 JOB = "erase"
 
-#: Tables that hold personal data (photos, embeddings, record or photo ids): erased from and vacuumed.
-PERSONAL_TABLES = (
-    "reviews", "duplicate_clusters", "duplicate_candidates", "matches", "probe_status", "faces", "photos",
-    "rejects", "dq_results",
-)
 #: Per table, the MERGE condition matching a target row ``t`` to an erased record ``s.record_id``. Derived
 #: tables come first and ``photos`` last, so a run that fails midway leaves the source for the rerun to find.
 RECORD_CONDITIONS = {
@@ -99,10 +99,6 @@ RECORD_CONDITIONS = {
     "photos": "t.record_id = s.record_id",
 }
 REDACTED = "[redacted: erasure]"
-#: Delta's default ``delta.deletedFileRetentionDuration``; VACUUM refuses a shorter retention unless told.
-DELTA_SAFE_RETENTION_HOURS = 168
-RETENTION_CHECK_KEY = "spark.databricks.delta.retentionDurationCheck.enabled"
-
 
 @dataclass(frozen=True)
 class EraseResult:
@@ -172,36 +168,6 @@ def transform_dq_mentions(dq_results: DataFrame, tokens: DataFrame, column: str 
     )
 
 
-def delete_matching(spark: SparkSession, cfg: Config, table: str, keys: DataFrame, condition: str) -> int:
-    """Delete the rows of ``table`` that match a row of ``keys`` under ``condition``; return how many.
-
-    ``condition`` names the table's row ``t`` and a key row ``s``. Nothing is committed when no row matches,
-    so a repeated erasure leaves the table's version as it was. A missing table is left missing.
-    """
-    if not table_exists(spark, cfg, table):
-        return 0
-    target = DeltaTable.forPath(spark, cfg.table_path(table))
-    matched = target.toDF().alias("t").join(keys.alias("s"), F.expr(condition), how="left_semi").count()
-    if matched:
-        target.alias("t").merge(keys.alias("s"), condition).whenMatchedDelete().execute()
-    log.info("%s: %d rows deleted", table, matched)
-    return matched
-
-
-def delete_where(spark: SparkSession, cfg: Config, table: str, condition: Column) -> int:
-    """Delete the rows of ``table`` where ``condition`` holds; return how many (no commit when none).
-
-    Delta logs the predicate: use only for conditions that name no person (a role, a timestamp).
-    """
-    if not table_exists(spark, cfg, table):
-        return 0
-    target = DeltaTable.forPath(spark, cfg.table_path(table))
-    matched = target.toDF().filter(condition).count()
-    if matched:
-        target.delete(condition)
-    log.info("%s: %d rows deleted", table, matched)
-    return matched
-
 
 def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str], table: str = "dq_results",
                       column: str = "observed") -> int:
@@ -220,45 +186,6 @@ def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str], t
     log.info("%s: %d rows redacted", table, len(keys))
     return len(keys)
 
-
-@contextmanager
-def retention_check_relaxed(spark: SparkSession, hours: float) -> Iterator[None]:
-    """Within the block, let VACUUM use ``hours`` below Delta's 168-hour safety interval; restore after.
-
-    The setting is the session's: another thread using the same session meanwhile sees it too.
-    """
-    if hours >= DELTA_SAFE_RETENTION_HOURS:
-        yield
-        return
-    previous = spark.conf.get(RETENTION_CHECK_KEY, None)
-    spark.conf.set(RETENTION_CHECK_KEY, "false")
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(RETENTION_CHECK_KEY)
-        else:
-            spark.conf.set(RETENTION_CHECK_KEY, previous)
-
-
-def vacuum_tables(spark: SparkSession, cfg: Config, tables: Sequence[str], hours: float) -> tuple[str, ...]:
-    """``VACUUM`` each existing table of ``tables`` with a retention of ``hours``; return the tables vacuumed.
-
-    Raises:
-        ValueError: ``hours`` is negative.
-    """
-    if hours < 0:
-        raise ValueError(f"retention.vacuum_hours must be >= 0, got {hours}")
-    if "audit" in tables:
-        raise ValueError("the audit table is append-only and is never vacuumed by erasure")
-    done = []
-    with retention_check_relaxed(spark, hours):
-        for table in tables:
-            if table_exists(spark, cfg, table):
-                DeltaTable.forPath(spark, cfg.table_path(table)).vacuum(float(hours))
-                done.append(table)
-    log.info("vacuumed %s with a retention of %s hours", ", ".join(done) or "nothing", hours)
-    return tuple(done)
 
 
 def recogniser_names(spark: SparkSession, cfg: Config) -> dict[str, str]:

@@ -58,9 +58,9 @@ from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, e
 from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import read_table, replace_where, table_exists
 from facelink.models import model_spec, recogniser_id
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.tables import read_table, replace_where, table_exists
 from jobs import extract, ingest
 from schemas import get_spec
 

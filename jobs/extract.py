@@ -25,11 +25,11 @@ from pyspark.sql import types as T
 
 from facelink.config import Config
 from facelink.errors import AccountingError
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.lake.tables import insert_new, read_table
 from facelink.models import Recogniser, model_spec, recogniser_id
 from facelink.models import recogniser as recogniser_of
 from facelink.progress import stopwatch
-from facelink.runs import RunRecorder, new_run_id
-from facelink.tables import insert_new, read_table
 from schemas import get_spec
 from udfs.models import ModelSpec
 

@@ -25,8 +25,8 @@ from facelink.config import Config, ConfigError
 from facelink.evaluation.dataset import SET_COLUMN, load_fixes, read_labelled_set, write_ingest_manifest
 from facelink.evaluation.embeddings import Variant, extract_variants
 from facelink.evaluation.weights import cross_validate_weights
+from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.models import recogniser, recogniser_id
-from facelink.runs import RunRecorder, new_run_id
 from jobs import ingest
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.errors import AccountingError, InputError
 from facelink.input_paths import make_verdict_fn, resolve_roots
-from facelink.runs import RunRecorder, new_run_id
-from facelink.tables import insert_new
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.lake.tables import insert_new
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

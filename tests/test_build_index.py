@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from facelink.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.index.build import exact_search
 from facelink.index.search import load_searcher
+from facelink.lake.tables import read_table
 from facelink.models import recogniser_id
-from facelink.tables import read_table
 from jobs import build_index
 from tests.conftest import PipelineLake
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.tables import read_table
+from facelink.lake.tables import read_table
 from jobs import dedup
 from jobs.dedup import connected_components
 from tests.conftest import PipelineLake

@@ -17,8 +17,8 @@ from pyspark.sql import types as T
 from facelink import dq
 from facelink.config import Config, load_config
 from facelink.errors import DataQualityError
+from facelink.lake.tables import append
 from facelink.models import recogniser, recogniser_id
-from facelink.tables import append
 from jobs import quality
 from schemas import get_spec
 

@@ -28,12 +28,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config, load_config
-from facelink.erasure import contents
 from facelink.gallery import current_index, searchable_faces
 from facelink.hygiene import find_leaks
 from facelink.index.search import load_searcher
+from facelink.lake.erasure import contents
+from facelink.lake.tables import append, read_table, table_exists
 from facelink.models import recogniser_id
-from facelink.tables import append, read_table, table_exists
 from jobs import build_index, erase, extract, ingest, retention, review
 from schemas import get_spec
 from tests.paths import LFW_DIR

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facelink.erasure import Traces, holds, sweep
-from facelink.runs import pseudonym
+from facelink.lake.erasure import Traces, holds, sweep
+from facelink.lake.runs import pseudonym
 from schemas import all_specs, get_spec
 
 PHOTO = "ab" * 32

@@ -306,7 +306,7 @@ def test_evaluation_is_accountable_and_refuses_a_production_gallery(spark: Spark
     """Without operator, purpose ``evaluation`` and authority the job is refused; in a lake whose gallery
     holds photos that no evaluation ingested it is refused too (audited, nothing written) unless told."""
     from facelink.errors import RefusedError
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
     from jobs import ingest
 
     manifest = str(DATA_DIR / "yale_a" / "manifest.csv")

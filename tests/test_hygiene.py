@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import MASK, Config, config_hash, load_config, masked_dict
 from facelink.hygiene import find_leaks
-from facelink.tables import read_table
+from facelink.lake.tables import read_table
 from jobs import extract, ingest
 from tests.paths import LFW_DIR
 

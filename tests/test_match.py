@@ -7,7 +7,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.errors import RefusedError
-from facelink.tables import read_table
+from facelink.lake.tables import read_table
 from jobs import match
 from tests.conftest import PipelineLake
 

@@ -25,11 +25,11 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.lake.tables import read_table
 from facelink.models import recogniser
 from facelink.progress import Progress, track
 from facelink.report.publish import publish_folder
 from facelink.report.thumbs import check_side, thumbnail_jpeg
-from facelink.tables import read_table
 from jobs import report
 from jobs.match import MatchResult
 from tests.conftest import PipelineLake

@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from facelink.config import Config, current_identity, load_config
 from facelink.errors import RefusedError
-from facelink.tables import append, read_table
+from facelink.lake.tables import append, read_table
 from jobs import review
 from schemas import get_spec
 

@@ -8,8 +8,8 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from facelink import tables
 from facelink.config import Config
+from facelink.lake import tables
 from schemas import get_spec
 
 

@@ -35,8 +35,8 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.evaluation import EvaluationError
 from facelink.evaluation.dataset import LabelledSet
+from facelink.lake.tables import read_table
 from facelink.models import model_spec, recogniser_id
-from facelink.tables import read_table
 from jobs.extract import ExtractSettings
 from udfs.embed import FaceEmbedder, fuse_embeddings
 from udfs.models import ModelSpec

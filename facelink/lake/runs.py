@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 from facelink import identifiers
 from facelink.config import Config, config_hash
 from facelink.errors import RefusedError
-from facelink.tables import append, table_version
+from facelink.lake.tables import append, table_version
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,16 @@
-"""Delta table helpers: create from a :class:`TableSpec`, read with versions, idempotent writes."""
+"""Delta table helpers: create from a :class:`TableSpec`, read with versions, idempotent writes, and the
+deletes and VACUUM that erasure and retention make (by MERGE against keys, so no id enters the Delta log)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JError
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from facelink import identifiers
@@ -152,3 +155,85 @@ def replace_where(spark: SparkSession, cfg: Config, spec: TableSpec, rows: DataF
         .option("replaceWhere", predicate)
         .save(cfg.table_path(spec.name))
     )
+
+
+#: Tables that hold personal data (photos, embeddings, record or photo ids): erased from and vacuumed.
+PERSONAL_TABLES = (
+    "reviews", "duplicate_clusters", "duplicate_candidates", "matches", "probe_status", "faces", "photos",
+    "rejects", "dq_results",
+)
+#: Delta's default ``delta.deletedFileRetentionDuration``; VACUUM refuses a shorter retention unless told.
+DELTA_SAFE_RETENTION_HOURS = 168
+RETENTION_CHECK_KEY = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+def delete_matching(spark: SparkSession, cfg: Config, table: str, keys: DataFrame, condition: str) -> int:
+    """Delete the rows of ``table`` that match a row of ``keys`` under ``condition``; return how many.
+
+    ``condition`` names the table's row ``t`` and a key row ``s``. Nothing is committed when no row matches,
+    so a repeated erasure leaves the table's version as it was. A missing table is left missing.
+    """
+    if not table_exists(spark, cfg, table):
+        return 0
+    target = DeltaTable.forPath(spark, cfg.table_path(table))
+    matched = target.toDF().alias("t").join(keys.alias("s"), F.expr(condition), how="left_semi").count()
+    if matched:
+        target.alias("t").merge(keys.alias("s"), condition).whenMatchedDelete().execute()
+    log.info("%s: %d rows deleted", table, matched)
+    return matched
+
+
+def delete_where(spark: SparkSession, cfg: Config, table: str, condition: Column) -> int:
+    """Delete the rows of ``table`` where ``condition`` holds; return how many (no commit when none).
+
+    Delta logs the predicate: use only for conditions that name no person (a role, a timestamp).
+    """
+    if not table_exists(spark, cfg, table):
+        return 0
+    target = DeltaTable.forPath(spark, cfg.table_path(table))
+    matched = target.toDF().filter(condition).count()
+    if matched:
+        target.delete(condition)
+    log.info("%s: %d rows deleted", table, matched)
+    return matched
+
+
+@contextmanager
+def retention_check_relaxed(spark: SparkSession, hours: float) -> Iterator[None]:
+    """Within the block, let VACUUM use ``hours`` below Delta's 168-hour safety interval; restore after.
+
+    The setting is the session's: another thread using the same session meanwhile sees it too.
+    """
+    if hours >= DELTA_SAFE_RETENTION_HOURS:
+        yield
+        return
+    previous = spark.conf.get(RETENTION_CHECK_KEY, None)
+    spark.conf.set(RETENTION_CHECK_KEY, "false")
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(RETENTION_CHECK_KEY)
+        else:
+            spark.conf.set(RETENTION_CHECK_KEY, previous)
+
+
+def vacuum_tables(spark: SparkSession, cfg: Config, tables: Sequence[str], hours: float) -> tuple[str, ...]:
+    """``VACUUM`` each existing table of ``tables`` with a retention of ``hours``; return the tables vacuumed.
+
+    Raises:
+        ValueError: ``hours`` is negative.
+    """
+    if hours < 0:
+        raise ValueError(f"retention.vacuum_hours must be >= 0, got {hours}")
+    if "audit" in tables:
+        raise ValueError("the audit table is append-only and is never vacuumed by erasure")
+    done = []
+    with retention_check_relaxed(spark, hours):
+        for table in tables:
+            if table_exists(spark, cfg, table):
+                DeltaTable.forPath(spark, cfg.table_path(table)).vacuum(float(hours))
+                done.append(table)
+    log.info("vacuumed %s with a retention of %s hours", ", ".join(done) or "nothing", hours)
+    return tuple(done)
+
