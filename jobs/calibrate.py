@@ -51,12 +51,13 @@ from facelink.calibration import (
 )
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.extraction.settings import ExtractSettings
+from facelink.extraction.udf import transform_extract
 from facelink.fpir import format_check_rows, heldout_fpir_check, measure_fpir_model
 from facelink.identity_fixes import apply_fixes, load_fixes
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.models import recogniser_id
 from facelink.rates import format_rate
-from jobs.extract import ExtractSettings, transform_extract
 
 __all__ = ["calibration_dir", "calibration_path", "load_calibration", "main", "run"]
 

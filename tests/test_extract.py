@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import Config
+from facelink.extraction.run import task_count
 from facelink.lfw import pair_photos, read_pairs
 from facelink.metrics import kfold_verification
 from facelink.models import model_spec, recogniser
@@ -78,7 +79,7 @@ def test_extract_rows_statuses_and_idempotence(spark: SparkSession, cfg: Config,
     ],
 )
 def test_task_count_fills_whole_waves(photos: int, per_partition: int, cores: int, tasks: int) -> None:
-    assert extract.task_count(photos, per_partition, cores) == tasks
+    assert task_count(photos, per_partition, cores) == tasks
 
 
 def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import Config, ConfigError, load_config
+from facelink.extraction.settings import ExtractSettings
 from facelink.models import recogniser, recogniser_id
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
@@ -101,7 +102,7 @@ def test_extract_with_the_shipped_fusion_equals_the_plain_wrappers(spark: SparkS
     assert res.model_id.startswith(f"{fusion}@") and res.model_id.endswith("+flip+d480")
 
     ex = cfg.extract
-    plain = build_pipeline(MODELS_DIR, extract.ExtractSettings.from_config(cfg).detector, rec.members,
+    plain = build_pipeline(MODELS_DIR, ExtractSettings.from_config(cfg).detector, rec.members,
                            detect_size=ex.detect_size, flip_tta=rec.member_flips(ex.flip_tta),
                            quality_rule=QualityRule(), cached=False)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary").collect()

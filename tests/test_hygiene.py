@@ -20,6 +20,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import MASK, Config, config_hash, load_config, masked_dict
+from facelink.extraction.settings import ExtractSettings
+from facelink.extraction.udf import make_extract_fn
 from facelink.hygiene import find_leaks
 from facelink.lake.tables import read_table
 from jobs import extract, ingest
@@ -73,7 +75,7 @@ def test_worker_functions_log_no_bytes_or_embeddings(cfg: Config, caplog: pytest
         "photo_id": [hashlib.sha256(c).hexdigest() for c in contents],
         "role": "gallery", "partition": "b000", "content": contents,
     })
-    rows = pd.concat(extract.make_extract_fn(extract.ExtractSettings.from_config(cfg))(iter([batch])))
+    rows = pd.concat(make_extract_fn(ExtractSettings.from_config(cfg))(iter([batch])))
     assert rows["embedding"].notna().sum() >= 2, "the photos were embedded (so there was something to leak)"
     assert find_leaks(caplog.text, payloads=contents) == []
     # Per-row error messages end in the faces and rejects tables: no bytes there either.

@@ -107,6 +107,21 @@ class FaceEmbedder:
         return l2_normalise(l2_normalise(both[:count]) + l2_normalise(both[count:]))
 
 
+#: Name suffix of the embedder that sees a recogniser's mirrored crops (see :class:`MirroredEmbedder`).
+MIRROR = "~mirror"
+
+
+class MirroredEmbedder(FaceEmbedder):
+    """A :class:`FaceEmbedder` that embeds the horizontal mirror of each aligned crop.
+
+    The evaluation keeps a member's plain and mirrored embeddings apart, so that one pass yields both its
+    plain and its flip TTA variant (``l2(l2(plain) + l2(mirrored))``, what ``flip_tta`` computes).
+    """
+
+    def embed(self, crops_bgr: np.ndarray) -> np.ndarray:
+        return super().embed(np.ascontiguousarray(crops_bgr[:, :, ::-1]))
+
+
 def fuse_embeddings(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """One embedding from several recognisers' unit embeddings of the same faces.
 

@@ -21,7 +21,7 @@ import numpy as np
 from udfs.align import ARCFACE_112, AlignMethod, AlignTemplate, align
 from udfs.decode import DecodedImage, ImageDecodeError, decode_image
 from udfs.detect import Detections, FaceDetector
-from udfs.embed import FaceEmbedder, fuse_embeddings
+from udfs.embed import MIRROR, FaceEmbedder, MirroredEmbedder, fuse_embeddings
 from udfs.models import ModelSpec, cache_key, get_cached
 from udfs.quality import QualityRule, measure_quality
 
@@ -311,6 +311,7 @@ def build_pipeline(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     align_method: AlignMethod = "lstsq",
     fusion_weights: Sequence[float] | None = None,
+    mirrored: Sequence[str] = (),
     cached: bool = True,
 ) -> FacePipeline:
     """Build a `FacePipeline` from plain values, once per Python worker when ``cached``.
@@ -334,12 +335,18 @@ def build_pipeline(
         max_pixels: Decode limit.
         align_method: Similarity fit, ``"lstsq"`` or ``"lmeds"``.
         fusion_weights: Per recogniser, its weight in the fused ``embedding`` (None: the first one's).
+        mirrored: Recognisers (by name) that also embed each mirrored crop, as ``<name>~mirror`` in each face's
+            ``embeddings`` (:class:`udfs.embed.MirroredEmbedder`).
         cached: Reuse a pipeline built with the same arguments in this process.
     """
     rule = quality_rule or QualityRule()
     flips = (flip_tta,) * len(recogniser_specs) if isinstance(flip_tta, bool) else tuple(bool(f) for f in flip_tta)
     if len(flips) != len(recogniser_specs):
         raise ValueError(f"{len(flips)} flip_tta settings for {len(recogniser_specs)} recognisers")
+    mirrors = tuple(sorted(set(mirrored)))
+    unknown = set(mirrors) - {s.name for s in recogniser_specs}
+    if unknown:
+        raise ValueError(f"mirrored recognisers {sorted(unknown)} are not among the pipeline's")
 
     def factory() -> FacePipeline:
         detector = FaceDetector(
@@ -355,6 +362,10 @@ def build_pipeline(
             spec.name: FaceEmbedder(spec, models_dir, threads=threads, batch_size=batch_size, flip_tta=flip)
             for spec, flip in zip(recogniser_specs, flips, strict=True)
         }
+        for spec in recogniser_specs:
+            if spec.name in mirrors:
+                embedders[spec.name + MIRROR] = MirroredEmbedder(spec, models_dir, threads=threads,
+                                                                  batch_size=batch_size)
         return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method, fusion_weights)
 
     if not cached:
@@ -362,6 +373,6 @@ def build_pipeline(
     key = cache_key(
         detector_spec, threads, Path(models_dir), *(s.model_id for s in recogniser_specs), detect_size,
         score_threshold, nms_iou, batch_size, detect_batch_size, flips, rule, max_pixels, align_method,
-        fusion_weights,
+        fusion_weights, mirrors,
     )  # fmt: skip
     return get_cached(key, factory)
