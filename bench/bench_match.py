@@ -125,8 +125,8 @@ def write_tables(spark: Any, cfg: Config, folder: Path, role: str, model_id: str
     """Append the Parquet rows of one role to ``faces`` and ``photos`` as schema-conformant rows."""
     from pyspark.sql import functions as F
 
+    from facelink.ingest.photos import partition_col
     from facelink.lake.tables import append
-    from jobs.ingest import partition_col
     from schemas import get_spec
 
     prefix = "g%07d" if role == "gallery" else "p%06d"

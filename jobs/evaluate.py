@@ -58,10 +58,11 @@ from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, e
 from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
+from facelink.extraction.run import extract_faces
+from facelink.ingest.photos import ingest_photos
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where, table_exists
 from facelink.models import model_spec, recogniser_id
-from jobs import extract, ingest
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
@@ -226,10 +227,10 @@ def _extract(spark: SparkSession, cfg: Config, labelled: LabelledSet, evaluated:
     eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}",
                                    f"ingest.allowed_roots={json.dumps([str(labelled.root.resolve())])}"])
     ingest_manifest = write_ingest_manifest(labelled, work / "ingest_manifest.csv")
-    res = ingest.run(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
+    res = ingest_photos(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
     if res.rejects:
         log.warning("%d photos of %s were rejected at ingest: they count as failures", res.rejects, labelled.name)
-    extract.run(spark, cfg, role="gallery", run_id=f"{run_id}-extract")
+    extract_faces(spark, cfg, role="gallery", run_id=f"{run_id}-extract")
     variants = {v for c in [*evaluated, default] for v in c.variants}
     store = extract_variants(spark, cfg, labelled, variants, f"{cfg.lake_root.rstrip('/')}/evaluation/embeddings")
     weights = default.scoring.fusion_weights if default.fused else (1.0,)
