@@ -20,11 +20,11 @@ not by ``DELETE ... WHERE record_id IN (...)``: Delta writes a DELETE's predicat
 table's transaction log (``commitInfo.operationParameters``), which VACUUM never removes; a MERGE's log holds
 only the join condition.
 
-Then each recogniser's index is rebuilt incrementally (``jobs.build_index.run``): the partitions that lost a face
-are rebuilt from the faces that remain and published as the next version; a recogniser whose gallery became
-empty is retired (its index files removed). Every file under ``<lake>/indexes`` that no version in force
-references is deleted (earlier versions, leftovers of failed builds), so erase must not run while an index build
-runs. Last, ``VACUUM`` with ``retention.vacuum_hours`` removes the data files that held the erased rows and were
+Then each recogniser's index is rebuilt incrementally (:func:`facelink.index.publish.build_and_publish`): the
+partitions that lost a face are rebuilt from the faces that remain and published as the next version; a recogniser
+whose gallery became empty is retired (its index files removed). Every file under ``<lake>/indexes`` that no version
+in force references is deleted (earlier versions, leftovers of failed builds), so erase must not run while an index
+build runs. Last, ``VACUUM`` with ``retention.vacuum_hours`` removes the data files that held the erased rows and were
 dropped more than that many hours ago; the files dropped by this run go at the next VACUUM after that (the daily
 ``jobs.retention`` run vacuums the same tables), or at once with ``--set retention.vacuum_hours=0``.
 
@@ -214,8 +214,8 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
         The version in force per model id, and the model ids whose gallery is now empty (retired: their
         index files are removed by :func:`purge_index_files`).
     """
-    from facelink.gallery import searchable_faces
-    from jobs import build_index
+    from facelink.index.gallery import searchable_faces
+    from facelink.index.publish import build_and_publish
 
     if not names:
         return {}, ()
@@ -226,8 +226,8 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
         if not searchable[model_id]:
             log.warning("no searchable gallery faces remain for %s: its index is retired", model_id)
             continue
-        result = build_index.run(spark, cfg.with_overrides([f"models.recogniser={name}"]),
-                                 run_id=f"{run_id}-index{i}")
+        result = build_and_publish(spark, cfg.with_overrides([f"models.recogniser={name}"]),
+                                   run_id=f"{run_id}-index{i}")
         versions[model_id] = result.index_version
     return versions, tuple(sorted(m for m, ok in searchable.items() if not ok))
 
@@ -240,7 +240,7 @@ def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str
         "model_id", "index_version", "built_at", "index_path", "ids_path"
     ).collect()
     latest: dict[str, tuple[dt.datetime, str]] = {}
-    for r in rows:  # the same order as facelink.gallery.current_index: newest built_at, then version
+    for r in rows:  # the same order as facelink.index.gallery.current_index: newest built_at, then version
         key = (r["built_at"], r["index_version"])
         if r["model_id"] not in latest or key > latest[r["model_id"]]:
             latest[r["model_id"]] = key

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from facelink.calibration import load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.gallery import current_index, rows_for_floor, searchable_faces
+from facelink.index.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where
 from facelink.models import recogniser_id

@@ -9,8 +9,9 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.gallery import current_index, rows_for_floor, searchable_faces
+from facelink.index import publish
 from facelink.index.build import exact_search
+from facelink.index.gallery import current_index, rows_for_floor, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.tables import read_table
 from facelink.models import recogniser_id
@@ -55,7 +56,7 @@ def test_failed_build_leaves_the_previous_version_in_force(
     model_id = recogniser_id(cfg)
     before, rows_before = current_index(spark, cfg, model_id)
     calls = {"n": 0}
-    real = build_index.build_partition
+    real = publish.build_partition
 
     def dies_on_second(*args: object, **kwargs: object) -> object:
         calls["n"] += 1
@@ -63,7 +64,7 @@ def test_failed_build_leaves_the_previous_version_in_force(
             raise MemoryError("killed midway")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(build_index, "build_partition", dies_on_second)
+    monkeypatch.setattr(publish, "build_partition", dies_on_second)
     with pytest.raises(MemoryError):
         build_index.run(spark, cfg, full=True, run_id="t-index-killed")
     after, rows_after = current_index(spark, cfg, model_id)

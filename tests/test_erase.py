@@ -28,8 +28,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config, load_config
-from facelink.gallery import current_index, searchable_faces
 from facelink.hygiene import find_leaks
+from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.erasure import contents
 from facelink.lake.tables import append, read_table, table_exists

@@ -64,7 +64,7 @@ class ScoringConf:
             its mates or duplicates).
         cohort_size: Gallery records after those forming the cohort (the next best: an adaptive cohort).
         gallery_quality_filter: Search only the searched records' photos whose face passes the quality rule,
-            as production's gallery does (:func:`facelink.gallery.searchable_faces`): a record left with none
+            as production's gallery does (:func:`facelink.index.gallery.searchable_faces`): a record left with none
             cannot be found.
     """
 
