@@ -16,7 +16,7 @@ identity, and strangers with any candidate; from those counts, ``fpir_check`` re
 each band of ``match.bands`` (strangers with a candidate in that band or a stricter one) against its target,
 with Wilson 95% intervals.
 
-The synthetic calibration carries an FPIR model (``facelink.fpir``) measured on searches among 40,000
+The synthetic calibration carries an FPIR model (``facelink.search.fpir``) measured on searches among 40,000
 synthetic faces of people in no gallery, so the 1M thresholds are extrapolated from galleries of up to
 40,000 faces, as an archive's are from its calibration data. ``--fpir-only`` checks just that, without Spark:
 the non-mated probes' exact top scores against the whole synthetic gallery (FAISS flat) are compared with
@@ -50,10 +50,10 @@ import pyarrow.parquet as pq
 
 from bench.bench_index import PHOTO_PMF
 from bench.sampling import MemoryPeaks, TreeSampler, machine_info
-from facelink.calibration import calibration_path, fit_calibration
 from facelink.config import Config, load_config
-from facelink.fpir import format_check_rows, measure_fpir_model, wilson_interval
 from facelink.index.synthetic import EmbeddingStats, generate_gallery, generate_probes, reference_stats
+from facelink.search.calibration import calibration_path, fit_calibration
+from facelink.search.fpir import format_check_rows, measure_fpir_model, wilson_interval
 
 log = logging.getLogger("bench_match")
 

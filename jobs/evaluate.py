@@ -36,7 +36,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink import identifiers
-from facelink.calibration import band_levels
 from facelink.config import Config
 from facelink.errors import InputError, RefusedError
 from facelink.evaluation import report as rep
@@ -63,6 +62,7 @@ from facelink.ingest.photos import ingest_photos
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where, table_exists
 from facelink.models import model_spec, recogniser_id
+from facelink.search.calibration import band_levels
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,11 @@ from pyspark.sql import functions as F
 
 from facelink.index import publish
 from facelink.index.build import exact_search
-from facelink.index.gallery import current_index, rows_for_floor, searchable_faces
+from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.tables import read_table
 from facelink.models import recogniser_id
+from facelink.search.plan import rows_for_floor
 from jobs import build_index
 from tests.conftest import PipelineLake
 

@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.calibration import load_calibration
 from facelink.lake.tables import read_table
 from facelink.models import recogniser_id
+from facelink.search.calibration import load_calibration
 from jobs import calibrate, match
 from tests.conftest import PipelineLake
 from tests.paths import LFW_DIR

@@ -1,4 +1,4 @@
-"""Tests for facelink.calibration on seeded synthetic scores whose true distribution is known."""
+"""Tests for facelink.search.calibration on seeded synthetic scores whose true distribution is known."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from facelink.calibration import (
+from facelink.search.calibration import (
     LOG10_FMR_FLOOR,
     Calibration,
     band_for,

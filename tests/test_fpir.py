@@ -1,4 +1,4 @@
-"""FPIR measured on searches, its model in gallery size, and how estimates are shown (facelink.fpir, rates)."""
+"""FPIR measured on searches, its model in gallery size, and how estimates are shown (facelink.search.fpir, rates)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelink.calibration import FORMAT, FORMAT_V1, Calibration, fit_calibration, load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.fpir import (
+from facelink.index.synthetic import generate_gallery, reference_stats
+from facelink.rates import format_rate
+from facelink.search.calibration import FORMAT, FORMAT_V1, Calibration, fit_calibration, load_calibration
+from facelink.search.fpir import (
     FpirModel,
     _choose_form,
     capped_pool,
@@ -20,8 +22,6 @@ from facelink.fpir import (
     measure_fpir_model,
     top_nonmate_scores,
 )
-from facelink.index.synthetic import generate_gallery, reference_stats
-from facelink.rates import format_rate
 
 BANDS = {"strong": 0.01, "possible": 0.05}
 
@@ -132,7 +132,7 @@ def test_jobs_refuse_a_calibration_without_an_fpir_model(model: FpirModel, cfg: 
     rng = np.random.default_rng(0)
     plain = fit_calibration(rng.normal(0, 0.1, 5000).clip(-1, 1), rng.normal(0.6, 0.1, 500).clip(-1, 1), "m@1",
                             "synthetic")
-    from facelink.calibration import calibration_path
+    from facelink.search.calibration import calibration_path
 
     plain.save(calibration_path(cfg, "m@1"))
     with pytest.raises(InputError, match="no measured FPIR model"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -38,22 +37,3 @@ def current_index(spark: SparkSession, cfg: Config, model_id: str) -> tuple[str 
         return None, []
     rows = manifest.filter(F.col("index_version") == latest["index_version"]).collect()
     return str(latest["index_version"]), [r.asDict() for r in rows]
-
-
-def rows_for_floor(manifest: list[dict[str, Any]], floor: float, breadth: str) -> list[dict[str, Any]]:
-    """Manifest rows with ``nprobe`` set for a run that keeps only candidates scoring at least ``floor``.
-
-    ``breadth="floor"`` takes each partition's nprobe measured for neighbours above the floor
-    (``facelink.index.params.nprobe_for_floor``; the published top-10 nprobe where none was measured);
-    ``"knn"`` keeps the published nprobe. The nprobe used is part of the searcher's cache key.
-    """
-    from facelink.index.params import nprobe_for_floor
-
-    if breadth not in ("floor", "knn"):
-        raise ValueError(f"index.search_breadth must be 'floor' or 'knn', got {breadth!r}")
-    out = []
-    for row in manifest:
-        by_score = json.loads(row["params"]).get("nprobe_by_score") if row.get("params") else None
-        nprobe = nprobe_for_floor(int(row["nprobe"]), by_score, floor) if breadth == "floor" else int(row["nprobe"])
-        out.append({**row, "nprobe": nprobe})
-    return out

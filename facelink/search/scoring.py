@@ -18,9 +18,9 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from facelink.calibration import Calibration
 from facelink.errors import InputError
 from facelink.rates import format_rate
+from facelink.search.calibration import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def fpir_udf(cal: Calibration, n: int) -> F.UserDefinedFunction:
 
     @F.pandas_udf(T.DoubleType())  # type: ignore[call-overload]
     def fpir(scores: pd.Series) -> pd.Series:
-        from facelink.calibration import Calibration as Cal
+        from facelink.search.calibration import Calibration as Cal
 
         return pd.Series(Cal.from_json(payload).fpir(scores.to_numpy(), n))
 
@@ -78,7 +78,7 @@ def fmr_udf(cal: Calibration) -> F.UserDefinedFunction:
 
     @F.pandas_udf(T.DoubleType())  # type: ignore[call-overload]
     def fmr(scores: pd.Series) -> pd.Series:
-        from facelink.calibration import Calibration as Cal
+        from facelink.search.calibration import Calibration as Cal
 
         c = Cal.from_json(payload)
         return pd.Series(np.maximum(c.fmr(scores.to_numpy()), c.fmr_floor))

@@ -17,7 +17,7 @@ The fitted map is stored as a monotone table (score grid -> log10 FMR) so lookup
 
 The per-comparison FMR pushed through independence to a gallery of N is not what a search does: scores of
 one probe against many faces are correlated, and the tail beyond the measured pairs is a fit. A calibration
-of format 2 therefore also carries an :class:`facelink.fpir.FpirModel`, FPIR measured on searches against
+of format 2 therefore also carries an :class:`facelink.search.fpir.FpirModel`, FPIR measured on searches against
 galleries of many sizes; :meth:`Calibration.fpir` and :meth:`Calibration.score_at_fpir` use it, and match and
 dedup refuse a calibration without it (:func:`load_calibration`). Precision: the empirical FMR is supported
 down to :attr:`Calibration.fmr_floor`, the FPIR down to the model's floor; below them an estimate is "below
@@ -46,7 +46,7 @@ from scipy import stats
 
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.fpir import FpirModel
+from facelink.search.fpir import FpirModel
 
 logger = logging.getLogger(__name__)
 
