@@ -346,7 +346,7 @@ def run_jobs(spark: Any, cfg: Config, syn: Synthetic, run: dict[str, Any], with_
 def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[str], lake: Path | None,
                     results_path: Path, with_dedup: bool = True) -> dict[str, Any]:
     """Generate, load, run the jobs and evaluate; merge the entry for this size into ``results_path``."""
-    from facelink.models import recogniser, recogniser_id
+    from facelink.registry import recogniser, recogniser_id
     from facelink.session import build_session
 
     run: dict[str, Any] = {"gallery": gallery, "probes": probes, "overrides": list(overrides),
@@ -432,7 +432,7 @@ def run_fpir_only(gallery: int, probes: int, overrides: Sequence[str], results_p
     No Spark and no index: the thresholds match would use for a gallery of ``gallery`` faces, and each non-mated
     probe's exact top score over the whole gallery (FAISS flat). Merges the entry into ``results_path``.
     """
-    from facelink.models import recogniser_id
+    from facelink.registry import recogniser_id
 
     cfg = load_config("local", ["models.recogniser=mobilefacenet_128d", *overrides])
     model_id = recogniser_id(cfg)

@@ -47,8 +47,8 @@ from facelink.extraction.settings import ExtractSettings
 from facelink.extraction.udf import transform_extract
 from facelink.identity_fixes import apply_fixes, load_fixes
 from facelink.lake.runs import RunRecorder, new_run_id
-from facelink.models import recogniser_id
 from facelink.rates import format_rate
+from facelink.registry import recogniser_id
 from facelink.search.calibration import (
     Calibration,
     band_levels,

@@ -29,7 +29,7 @@ from facelink.config import Config
 from facelink.index.gallery import searchable_faces
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where
-from facelink.models import recogniser_id
+from facelink.registry import recogniser_id
 from facelink.search.outputs import transform_candidates, transform_pairs
 from facelink.search.plan import plan_search
 from schemas import get_spec

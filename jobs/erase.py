@@ -80,8 +80,8 @@ from facelink.lake.tables import (
     table_exists,
     vacuum_tables,
 )
-from facelink.models import recogniser_id
-from facelink.models import recogniser_names as configured_recognisers
+from facelink.registry import recogniser_id
+from facelink.registry import recogniser_names as configured_recognisers
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ from facelink.extraction.run import extract_faces
 from facelink.ingest.photos import ingest_photos
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where, table_exists
-from facelink.models import model_spec, recogniser_id
+from facelink.registry import model_spec, recogniser_id
 from facelink.search.calibration import band_levels
 from schemas import get_spec
 

@@ -27,7 +27,7 @@ from facelink.evaluation.embeddings import Variant, extract_variants
 from facelink.evaluation.weights import cross_validate_weights
 from facelink.ingest.photos import ingest_photos
 from facelink.lake.runs import RunRecorder, new_run_id
-from facelink.models import recogniser, recogniser_id
+from facelink.registry import recogniser, recogniser_id
 
 log = logging.getLogger(__name__)
 JOB = "fusion_weights"

@@ -14,7 +14,7 @@ from facelink.index.build import exact_search
 from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.tables import read_table
-from facelink.models import recogniser_id
+from facelink.registry import recogniser_id
 from facelink.search.plan import rows_for_floor
 from jobs import build_index
 from tests.conftest import PipelineLake

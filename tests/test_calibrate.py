@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.lake.tables import read_table
-from facelink.models import recogniser_id
+from facelink.registry import recogniser_id
 from facelink.search.calibration import load_calibration
 from jobs import calibrate, match
 from tests.conftest import PipelineLake

@@ -14,11 +14,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from facelink import dq
 from facelink.config import Config, load_config
+from facelink.dq import gate as dq
 from facelink.errors import DataQualityError
 from facelink.lake.tables import append
-from facelink.models import recogniser, recogniser_id
+from facelink.registry import recogniser, recogniser_id
 from jobs import quality
 from schemas import get_spec
 

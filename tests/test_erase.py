@@ -33,7 +33,7 @@ from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.erasure import contents
 from facelink.lake.tables import append, read_table, table_exists
-from facelink.models import recogniser_id
+from facelink.registry import recogniser_id
 from jobs import build_index, erase, extract, ingest, retention, review
 from schemas import get_spec
 from tests.paths import LFW_DIR

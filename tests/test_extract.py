@@ -14,11 +14,11 @@ from facelink.config import Config
 from facelink.extraction.run import task_count
 from facelink.lfw import pair_photos, read_pairs
 from facelink.metrics import kfold_verification
-from facelink.models import model_spec, recogniser
+from facelink.registry import model_spec, recogniser
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
+from udfs.face_quality import QualityRule
 from udfs.pipeline import build_pipeline
-from udfs.quality import QualityRule
 
 PHOTOS = ["AJ_Cook/AJ_Cook_0001.jpg", "Aaron_Pena/Aaron_Pena_0001.jpg", "Abdullah_Gul/Abdullah_Gul_0001.jpg"]
 

@@ -11,12 +11,12 @@ from pyspark.sql import SparkSession
 
 from facelink.config import Config, ConfigError, load_config
 from facelink.extraction.settings import ExtractSettings
-from facelink.models import recogniser, recogniser_id
+from facelink.registry import recogniser, recogniser_id
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
 from udfs.embed import fuse_embeddings, l2_normalise
+from udfs.face_quality import QualityRule
 from udfs.pipeline import build_pipeline
-from udfs.quality import QualityRule
 
 PHOTOS = ["AJ_Cook/AJ_Cook_0001.jpg", "Aaron_Pena/Aaron_Pena_0001.jpg", "Abdullah_Gul/Abdullah_Gul_0001.jpg"]
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from facelink.config import Config, load_config
-from facelink.models import ensure_prepared, model_spec, prepared_path
+from facelink.registry import ensure_prepared, model_spec, prepared_path
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
 from udfs.align import align, get_template
 from udfs.detect import FaceDetector

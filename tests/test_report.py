@@ -26,8 +26,8 @@ from pyspark.sql import functions as F
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.lake.tables import read_table
-from facelink.models import recogniser
 from facelink.progress import Progress, track
+from facelink.registry import recogniser
 from facelink.report.publish import publish_folder
 from facelink.report.thumbs import check_side, thumbnail_jpeg
 from jobs import report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from facelink import nightly
-from facelink.summary import duplicate_summary, format_summary, planted_pairs, probe_summary, summarise
+from facelink.report.summary import duplicate_summary, format_summary, planted_pairs, probe_summary, summarise
 from tests.conftest import PipelineLake
 
 TRUTH = {

@@ -22,8 +22,8 @@ from udfs.align import ARCFACE_112, AlignMethod, AlignTemplate, align
 from udfs.decode import DecodedImage, ImageDecodeError, decode_image
 from udfs.detect import Detections, FaceDetector
 from udfs.embed import MIRROR, FaceEmbedder, MirroredEmbedder, fuse_embeddings
+from udfs.face_quality import QualityRule, measure_quality
 from udfs.models import ModelSpec, cache_key, get_cached
-from udfs.quality import QualityRule, measure_quality
 
 logger = logging.getLogger(__name__)
 

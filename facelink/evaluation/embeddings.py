@@ -37,7 +37,7 @@ from facelink.evaluation.dataset import LabelledSet
 from facelink.extraction.settings import ExtractSettings, build_extraction_pipeline
 from facelink.extraction.udf import PRIMARY_SCHEMA, make_extract_fn
 from facelink.lake.tables import read_table
-from facelink.models import Recogniser, model_spec, recogniser_id
+from facelink.registry import Recogniser, model_spec, recogniser_id
 from udfs.embed import MIRROR, fuse_embeddings
 
 log = logging.getLogger(__name__)

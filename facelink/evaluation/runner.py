@@ -44,7 +44,7 @@ from facelink.evaluation.suite import (
 )
 from facelink.evaluation.techniques import EvalConfig, as_dict
 from facelink.metrics import threshold_at_fmr
-from facelink.models import extraction_suffix
+from facelink.registry import extraction_suffix
 from facelink.search.fpir import format_check_rows, heldout_fpir_check
 from udfs.embed import fuse_embeddings
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from facelink.config import Config
 from facelink.evaluation.embeddings import EmbeddingStore, Variant, l2_rows
-from facelink.models import recogniser
+from facelink.registry import recogniser
 from facelink.search.calibration import Calibration, cohort_normalise, fuse_scores_fmr
 from udfs.embed import fuse_embeddings
 

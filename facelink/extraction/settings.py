@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from facelink.config import Config
-from facelink.models import Recogniser, model_spec, recogniser_id
-from facelink.models import recogniser as recogniser_of
+from facelink.registry import Recogniser, model_spec, recogniser_id
+from facelink.registry import recogniser as recogniser_of
 from udfs.models import ModelSpec
 from udfs.pipeline import FacePipeline
 
@@ -77,8 +77,8 @@ def build_extraction_pipeline(settings: ExtractSettings, *, threads: int | None 
         threads: onnxruntime and OpenCV threads (default ``settings.threads``).
         cached: Reuse a pipeline built with the same values in this Python worker.
     """
+    from udfs.face_quality import QualityRule
     from udfs.pipeline import build_pipeline
-    from udfs.quality import QualityRule
 
     rec = settings.recogniser
     return build_pipeline(

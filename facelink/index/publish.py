@@ -43,7 +43,7 @@ from facelink.index.params import IndexParams, choose_index_params, nprobe_by_sc
 from facelink.index.search import load_ids
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.lake.tables import append, read_table
-from facelink.models import recogniser_id
+from facelink.registry import recogniser_id
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

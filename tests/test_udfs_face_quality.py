@@ -12,8 +12,8 @@ import pytest
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
 from udfs.align import ARCFACE_112, align
 from udfs.detect import FaceDetector
+from udfs.face_quality import FaceQuality, QualityRule, crop_statistics, measure_quality, pose_from_landmarks
 from udfs.models import DEFAULT_MODELS
-from udfs.quality import FaceQuality, QualityRule, crop_statistics, measure_quality, pose_from_landmarks
 
 FRONTAL = ARCFACE_112.points.astype(np.float64)
 

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.lake.tables import read_table
-from facelink.models import recogniser, recogniser_id, recogniser_names
+from facelink.registry import recogniser, recogniser_id, recogniser_names
 from schemas.rejects import REASONS
 
 CRITICAL = "critical"

@@ -1,4 +1,4 @@
-"""Data-quality gates: run the GX suites of :mod:`facelink.dq_suites` on Spark DataFrames, keep the results.
+"""Data-quality gates: run the GX suites of :mod:`facelink.dq.suites` on Spark DataFrames, keep the results.
 
 One Great Expectations context is made per process (importing GX and building a context is slow) and per
 pair of output folders: suites and validation definitions live in memory, validation results are written
@@ -45,7 +45,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from facelink.config import Config
-from facelink.dq_suites import CRITICAL, WARNING, Suite, SuiteInputs, suites_for
+from facelink.dq.suites import CRITICAL, WARNING, Suite, SuiteInputs, suites_for
 from facelink.errors import DataQualityError
 from facelink.lake.tables import replace_where
 from schemas import get_spec

@@ -204,8 +204,8 @@ def prepare_models(cfg: Config) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m facelink.models prepare``: write the prepared models (``make setup`` runs it)."""
-    parser = argparse.ArgumentParser(prog="python -m facelink.models", description=main.__doc__)
+    """``python -m facelink.registry prepare``: write the prepared models (``make setup`` runs it)."""
+    parser = argparse.ArgumentParser(prog="python -m facelink.registry", description=main.__doc__)
     parser.add_argument("command", choices=["prepare"])
     parser.add_argument("--env", default="local")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
