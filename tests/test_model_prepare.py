@@ -13,10 +13,11 @@ import pytest
 from facelink.config import Config, load_config
 from facelink.registry import ensure_prepared, model_spec, prepared_path
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.align import align, get_template
 from udfs.detect import FaceDetector
 from udfs.embed import FaceEmbedder
-from udfs.models import DEFAULT_MODELS, ModelIntegrityError
+from udfs.models import ModelIntegrityError
 from udfs.prepare import FOLD_BLOCK_DEQUANTIZE, prepare_file
 
 NAME = "sface_128d"
@@ -45,7 +46,7 @@ def _source_session(entry_source: Path) -> ort.InferenceSession:
 
 
 def _aligned_faces() -> np.ndarray:
-    detector = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, 480)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, 480)
     crops = []
     for rel in PHOTOS:
         photo = read_bgr(LFW_DIR / rel)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.align import (
     ARCFACE_112,
     DLIB_150,
@@ -18,7 +19,6 @@ from udfs.align import (
     transform_points,
 )
 from udfs.detect import FaceDetector
-from udfs.models import DEFAULT_MODELS
 
 
 def test_dlib_template_points() -> None:
@@ -46,7 +46,7 @@ def test_exact_similarity_is_recovered(template: AlignTemplate, method: AlignMet
 
 @pytest.mark.parametrize("template", [ARCFACE_112, DLIB_150])
 def test_real_face_lands_on_template(template: AlignTemplate) -> None:
-    detector = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
     photo = read_bgr(LFW_DIR / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg")
     landmarks = detector.detect(photo).landmarks[0]
     crop, matrix = align_with_matrix(photo, landmarks, template)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.paths import DATA_DIR, LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.detect import FaceDetector, letterbox, nms
-from udfs.models import DEFAULT_MODELS, resolve_model
+from udfs.models import resolve_model
 
 PHOTOS = [
     LFW_DIR / "AJ_Cook" / "AJ_Cook_0001.jpg",
@@ -20,7 +21,7 @@ PHOTOS = [
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=320)
+    return FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=320)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def images() -> list[np.ndarray]:
 
 def _opencv_reference(image: np.ndarray, size: int) -> np.ndarray:
     """cv2.FaceDetectorYN (fixed 2023mar model) on the same letterbox, rescaled to photo pixels."""
-    model = resolve_model(DEFAULT_MODELS["yunet_2023mar"], MODELS_DIR)
+    model = resolve_model(registry_spec("yunet_2023mar"), MODELS_DIR)
     reference = cv2.FaceDetectorYN.create(str(model), "", (size, size), 0.6, 0.3, 5000)
     canvas, scale = letterbox(image, size)
     _, raw = reference.detect(canvas)
@@ -88,20 +89,20 @@ def test_nms_drops_overlaps() -> None:
 
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
-        FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=300)
+        FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=300)
     with pytest.raises(ValueError, match="not a detector"):
-        FaceDetector(DEFAULT_MODELS["mobilefacenet_128d"], MODELS_DIR)
+        FaceDetector(registry_spec("mobilefacenet_128d"), MODELS_DIR)
     with pytest.raises(ValueError, match="fixed input"):
-        FaceDetector(DEFAULT_MODELS["yunet_2023mar"], MODELS_DIR, input_size=320)
+        FaceDetector(registry_spec("yunet_2023mar"), MODELS_DIR, input_size=320)
 
 
 def test_detector_batches_hold_a_bounded_number_of_pixels() -> None:
     """64 photos at 960 in one call took a worker to 10.5 GB; large sizes run in smaller calls."""
-    sizes = {size: FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=size, max_batch=64).max_batch
+    sizes = {size: FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=size, max_batch=64).max_batch
              for size in (320, 480, 960)}
     assert sizes == {320: 64, 480: 28, 960: 7}
     image = read_bgr(LFW_DIR / "AJ_Cook" / "AJ_Cook_0001.jpg")
-    big = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR, input_size=960, max_batch=64)
+    big = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=960, max_batch=64)
     found = big.detect_batch([image] * 9)
     assert len(found) == 9 and all(len(d) >= 1 for d in found)
     np.testing.assert_allclose(found[0].boxes, found[8].boxes)

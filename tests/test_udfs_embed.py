@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.align import align
 from udfs.detect import FaceDetector
 from udfs.embed import FaceEmbedder
-from udfs.models import DEFAULT_MODELS
 
 # From lfw_dev pairs.txt, fold 1: three same-person pairs, three different-person pairs.
 SAME = [("Abel_Pacheco", 1, "Abel_Pacheco", 4), ("Akhmed_Zakayev", 1, "Akhmed_Zakayev", 3),
@@ -25,12 +25,12 @@ def _path(name: str, number: int) -> str:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR)
+    return FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
 
 
 @pytest.fixture(scope="module", params=RECOGNISERS)
 def embedder(request: pytest.FixtureRequest) -> FaceEmbedder:
-    return FaceEmbedder(DEFAULT_MODELS[request.param], MODELS_DIR, batch_size=4)
+    return FaceEmbedder(registry_spec(request.param), MODELS_DIR, batch_size=4)
 
 
 def _crops(detector: FaceDetector, embedder: FaceEmbedder, paths: list[str]) -> np.ndarray:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.align import ARCFACE_112, align
 from udfs.detect import FaceDetector
 from udfs.face_quality import FaceQuality, QualityRule, crop_statistics, measure_quality, pose_from_landmarks
-from udfs.models import DEFAULT_MODELS
 
 FRONTAL = ARCFACE_112.points.astype(np.float64)
 
@@ -47,7 +47,7 @@ def test_crop_statistics_track_blur_and_light() -> None:
 
 
 def test_real_face_passes_default_rule() -> None:
-    detector = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
     photo = read_bgr(LFW_DIR / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg")
     dets = detector.detect(photo)
     crop = align(photo, dets.landmarks[0], ARCFACE_112)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.paths import MODELS_DIR
+from tests.registry import registry_names, registry_spec
 from udfs.models import (
-    DEFAULT_MODELS,
     ModelIntegrityError,
     ModelSignatureError,
     ModelSpec,
@@ -21,11 +21,11 @@ from udfs.models import (
     resolve_model,
 )
 
-MOBILEFACENET = DEFAULT_MODELS["mobilefacenet_128d"]
+MOBILEFACENET = registry_spec("mobilefacenet_128d")
 
 
 def test_registry_digests_match_the_shared_files() -> None:
-    for spec in DEFAULT_MODELS.values():
+    for spec in map(registry_spec, registry_names()):
         assert file_sha256(resolve_model(spec, MODELS_DIR)) == spec.sha256, spec.name
 
 

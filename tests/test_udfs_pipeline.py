@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.paths import DATA_DIR, LFW_DIR, MODELS_DIR, read_bgr
+from tests.registry import registry_spec
 from udfs.align import AlignMethod, AlignTemplate
 from udfs.detect import FaceDetector
 from udfs.embed import FaceEmbedder
-from udfs.models import DEFAULT_MODELS
 from udfs.pipeline import FacePipeline, build_pipeline, select_primary
 
 PORTRAIT = LFW_DIR / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg"
@@ -20,9 +20,9 @@ GROUP = DATA_DIR / "deepface_unit" / "id04_img16" / "img62.jpg"  # three faces
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    detector = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
     embedders = {
-        name: FaceEmbedder(DEFAULT_MODELS[name], MODELS_DIR)
+        name: FaceEmbedder(registry_spec(name), MODELS_DIR)
         for name in ("mobilefacenet_128d", "dlib_resnet34_128d")
     }
     return FacePipeline(detector, embedders)
@@ -123,7 +123,7 @@ def test_face_processing_failure_is_a_result(pipeline: FacePipeline, monkeypatch
 
 
 def test_build_pipeline_is_cached_per_settings() -> None:
-    specs = (DEFAULT_MODELS["yunet_dynamic"], [DEFAULT_MODELS["mobilefacenet_128d"]])
+    specs = (registry_spec("yunet_dynamic"), [registry_spec("mobilefacenet_128d")])
     first = build_pipeline(MODELS_DIR, *specs, batch_size=8)
     assert build_pipeline(MODELS_DIR, *specs, batch_size=8) is first
     assert build_pipeline(MODELS_DIR, *specs, batch_size=8, flip_tta=True) is not first

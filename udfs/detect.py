@@ -112,7 +112,7 @@ class FaceDetector:
     """YuNet detector over batches of BGR photos.
 
     Args:
-        spec: A detector `ModelSpec` (normally ``DEFAULT_MODELS["yunet_dynamic"]``).
+        spec: A detector `ModelSpec` (an entry of the configuration's ``models.registry``).
         models_dir: Directory holding the model file.
         input_size: Square letterbox side, a multiple of 32: 320 for portraits, 640 for groups.
         score_threshold: Minimum score sqrt(cls*obj) of a face.

@@ -321,7 +321,7 @@ def build_pipeline(
 
     Args:
         models_dir: Directory holding the model files.
-        detector_spec: Detector registry entry (normally ``DEFAULT_MODELS["yunet_dynamic"]``).
+        detector_spec: Detector registry entry (``models.detector`` of the configuration).
         recogniser_specs: Recogniser entries; the first fills each face's ``embedding``.
         detect_size: Detector letterbox side (multiple of 32).
         score_threshold: Detector score threshold.
