@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,7 @@ def pass_cache_key(settings: ExtractSettings) -> str:
         "detector": settings.detector.model_id, "recognisers": [r.model_id for r in settings.recogniser.members],
         "mirrored": list(settings.mirrored), "detect_size": settings.detect_size,
         "score_threshold": settings.score_threshold, "nms_iou": settings.nms_iou,
-        "align_method": settings.align_method, "max_pixels": settings.max_pixels, "quality": settings.quality,
+        "align_method": settings.align_method, "max_pixels": settings.max_pixels, "quality": asdict(settings.quality),
         "format": 2,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

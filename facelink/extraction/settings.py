@@ -6,12 +6,13 @@ benchmarks and the evaluation's cost measurement (uncached).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from facelink.config import Config
 from facelink.registry import Recogniser, model_spec, recogniser_id
 from facelink.registry import recogniser as recogniser_of
+from udfs.face_quality import QualityRule
 from udfs.models import ModelSpec
 from udfs.pipeline import FacePipeline
 
@@ -43,7 +44,7 @@ class ExtractSettings:
     flip_tta: bool
     align_method: str
     max_pixels: int
-    quality: dict[str, Any]
+    quality: QualityRule
     output: Output = "faces"
     mirrored: tuple[str, ...] = ()
 
@@ -63,7 +64,7 @@ class ExtractSettings:
             flip_tta=cfg.extract.flip_tta,
             align_method=cfg.extract.align_method,
             max_pixels=cfg.ingest.max_pixels,
-            quality=asdict(cfg.quality),
+            quality=cfg.quality,
         )
 
 
@@ -77,7 +78,6 @@ def build_extraction_pipeline(settings: ExtractSettings, *, threads: int | None 
         threads: onnxruntime and OpenCV threads (default ``settings.threads``).
         cached: Reuse a pipeline built with the same values in this Python worker.
     """
-    from udfs.face_quality import QualityRule
     from udfs.pipeline import build_pipeline
 
     rec = settings.recogniser
@@ -87,7 +87,7 @@ def build_extraction_pipeline(settings: ExtractSettings, *, threads: int | None 
         threads=settings.threads if threads is None else threads, batch_size=settings.batch_size,
         detect_batch_size=settings.detect_batch_size, flip_tta=rec.member_flips(settings.flip_tta),
         align_method=settings.align_method,  # type: ignore[arg-type]  # validated by the configuration
-        quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels,
+        quality_rule=settings.quality, max_pixels=settings.max_pixels,
         fusion_weights=rec.weights if rec.fused and settings.output == "faces" else None,
         mirrored=settings.mirrored, cached=cached,
     )
