@@ -146,7 +146,7 @@ def run_bare_reference(
     detector_path = resolve_model(detector_spec, models_dir)
     verify_digest(detector_spec, detector_path)
     detector = cv2.FaceDetectorYN.create(str(detector_path), "", (input_size, input_size), 0.6, 0.3, 5000)
-    embedder = FaceEmbedder(registry_spec(recogniser), models_dir, threads=1, batch_size=1)
+    embedder = FaceEmbedder(registry_spec(recogniser), models_dir, threads=1, batch_size=1, flip_tta=False)
     run = BareRun()
     for rel in photo_paths:
         data = (data_root / rel).read_bytes()
@@ -239,7 +239,8 @@ def run_pipeline(
 ) -> tuple[dict[str, dict[str, np.ndarray | None]], dict[str, float]]:
     """Embed photos through `FacePipeline.process_batch` with both recognisers (primary face per photo)."""
     detector = FaceDetector(registry_spec("yunet_dynamic"), models_dir, input_size=320)
-    embedders = {name: FaceEmbedder(registry_spec(name), models_dir) for name in RECOGNISERS}
+    embedders = {name: FaceEmbedder(registry_spec(name), models_dir, batch_size=64, flip_tta=False)
+                 for name in RECOGNISERS}
     pipeline = FacePipeline(detector, embedders, align_method=align_method)
     out: dict[str, dict[str, np.ndarray | None]] = {name: {} for name in RECOGNISERS}
     quality_ok = 0

@@ -91,7 +91,8 @@ def test_spark_embeddings_equal_the_plain_wrappers(spark: SparkSession, cfg: Con
     extract.run(spark, cfg)
     rec = recogniser(cfg)  # the configured one: the default fuses two models, each with its own flip TTA
     pipe = build_pipeline(MODELS_DIR, model_spec(cfg, "yunet_dynamic"), rec.members,
-                          detect_size=cfg.extract.detect_size, flip_tta=rec.member_flips(cfg.extract.flip_tta),
+                          detect_size=cfg.extract.detect_size, batch_size=64,
+                          flip_tta=rec.member_flips(cfg.extract.flip_tta),
                           quality_rule=QualityRule(), cached=False,
                           fusion_weights=rec.weights if rec.fused else None)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary")

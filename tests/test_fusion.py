@@ -103,7 +103,7 @@ def test_extract_with_the_shipped_fusion_equals_the_plain_wrappers(spark: SparkS
 
     ex = cfg.extract
     plain = build_pipeline(MODELS_DIR, ExtractSettings.from_config(cfg).detector, rec.members,
-                           detect_size=ex.detect_size, flip_tta=rec.member_flips(ex.flip_tta),
+                           detect_size=ex.detect_size, batch_size=64, flip_tta=rec.member_flips(ex.flip_tta),
                            quality_rule=QualityRule(), cached=False)
     faces = spark.read.format("delta").load(cfg.table_path("faces")).filter("is_primary").collect()
     assert len(faces) == len(PHOTOS)

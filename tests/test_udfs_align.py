@@ -46,7 +46,7 @@ def test_exact_similarity_is_recovered(template: AlignTemplate, method: AlignMet
 
 @pytest.mark.parametrize("template", [ARCFACE_112, DLIB_150])
 def test_real_face_lands_on_template(template: AlignTemplate) -> None:
-    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=320)
     photo = read_bgr(LFW_DIR / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg")
     landmarks = detector.detect(photo).landmarks[0]
     crop, matrix = align_with_matrix(photo, landmarks, template)

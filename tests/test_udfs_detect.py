@@ -91,7 +91,7 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=300)
     with pytest.raises(ValueError, match="not a detector"):
-        FaceDetector(registry_spec("mobilefacenet_128d"), MODELS_DIR)
+        FaceDetector(registry_spec("mobilefacenet_128d"), MODELS_DIR, input_size=320)
     with pytest.raises(ValueError, match="fixed input"):
         FaceDetector(registry_spec("yunet_2023mar"), MODELS_DIR, input_size=320)
 

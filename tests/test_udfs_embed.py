@@ -25,12 +25,12 @@ def _path(name: str, number: int) -> str:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
+    return FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=320)
 
 
 @pytest.fixture(scope="module", params=RECOGNISERS)
 def embedder(request: pytest.FixtureRequest) -> FaceEmbedder:
-    return FaceEmbedder(registry_spec(request.param), MODELS_DIR, batch_size=4)
+    return FaceEmbedder(registry_spec(request.param), MODELS_DIR, batch_size=4, flip_tta=False)
 
 
 def _crops(detector: FaceDetector, embedder: FaceEmbedder, paths: list[str]) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_same_person_scores_higher(detector: FaceDetector, embedder: FaceEmbedde
 
 
 def test_flip_tta_is_normalised_and_close(detector: FaceDetector, embedder: FaceEmbedder) -> None:
-    tta = FaceEmbedder(embedder.spec, MODELS_DIR, flip_tta=True)
+    tta = FaceEmbedder(embedder.spec, MODELS_DIR, batch_size=64, flip_tta=True)
     crops = _crops(detector, embedder, [_path(*DIFFERENT[0][:2])])
     plain, flipped = embedder.embed(crops), tta.embed(crops)
     np.testing.assert_allclose(np.linalg.norm(flipped, axis=1), 1.0, atol=1e-5)

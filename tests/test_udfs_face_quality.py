@@ -47,7 +47,7 @@ def test_crop_statistics_track_blur_and_light() -> None:
 
 
 def test_real_face_passes_default_rule() -> None:
-    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=320)
     photo = read_bgr(LFW_DIR / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg")
     dets = detector.detect(photo)
     crop = align(photo, dets.landmarks[0], ARCFACE_112)

@@ -20,9 +20,9 @@ GROUP = DATA_DIR / "deepface_unit" / "id04_img16" / "img62.jpg"  # three faces
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR)
+    detector = FaceDetector(registry_spec("yunet_dynamic"), MODELS_DIR, input_size=320)
     embedders = {
-        name: FaceEmbedder(registry_spec(name), MODELS_DIR)
+        name: FaceEmbedder(registry_spec(name), MODELS_DIR, batch_size=64, flip_tta=False)
         for name in ("mobilefacenet_128d", "dlib_resnet34_128d")
     }
     return FacePipeline(detector, embedders)
@@ -124,9 +124,9 @@ def test_face_processing_failure_is_a_result(pipeline: FacePipeline, monkeypatch
 
 def test_build_pipeline_is_cached_per_settings() -> None:
     specs = (registry_spec("yunet_dynamic"), [registry_spec("mobilefacenet_128d")])
-    first = build_pipeline(MODELS_DIR, *specs, batch_size=8)
-    assert build_pipeline(MODELS_DIR, *specs, batch_size=8) is first
-    assert build_pipeline(MODELS_DIR, *specs, batch_size=8, flip_tta=True) is not first
+    first = build_pipeline(MODELS_DIR, *specs, detect_size=320, batch_size=8, flip_tta=False)
+    assert build_pipeline(MODELS_DIR, *specs, detect_size=320, batch_size=8, flip_tta=False) is first
+    assert build_pipeline(MODELS_DIR, *specs, detect_size=320, batch_size=8, flip_tta=True) is not first
     assert first.model_ids == {
         "detector": "yunet_dynamic@daede24002cc",
         "mobilefacenet_128d": "mobilefacenet_128d@363229ee1930",

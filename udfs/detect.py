@@ -127,7 +127,7 @@ class FaceDetector:
         self,
         spec: ModelSpec,
         models_dir: str | Path,
-        input_size: int = 320,
+        input_size: int,
         score_threshold: float = 0.6,
         nms_iou: float = 0.3,
         top_k: int = 50,

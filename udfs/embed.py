@@ -40,8 +40,9 @@ class FaceEmbedder:
         spec: ModelSpec,
         models_dir: str | Path,
         threads: int = 1,
-        batch_size: int = 64,
-        flip_tta: bool = False,
+        *,
+        batch_size: int,
+        flip_tta: bool,
     ) -> None:
         if spec.kind != "recogniser" or spec.template is None or spec.dim is None:
             raise ValueError(f"{spec.name} is not a recogniser")

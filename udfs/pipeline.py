@@ -300,13 +300,13 @@ def build_pipeline(
     detector_spec: ModelSpec,
     recogniser_specs: Sequence[ModelSpec],
     *,
-    detect_size: int = 320,
+    detect_size: int,
+    batch_size: int,
+    flip_tta: bool | Sequence[bool],
     score_threshold: float = 0.6,
     nms_iou: float = 0.3,
     threads: int = 1,
-    batch_size: int = 64,
     detect_batch_size: int | None = None,
-    flip_tta: bool | Sequence[bool] = False,
     quality_rule: QualityRule | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     align_method: AlignMethod = "lstsq",
@@ -318,6 +318,8 @@ def build_pipeline(
 
     This is what a Spark UDF factory calls on the executor: every argument is a plain, picklable value
     chosen on the driver, and the cache key covers all of them, so tasks reusing a worker reuse its models.
+    The settings production chooses (detector size, batch size, flip TTA: ``extract`` in ``conf/base.yaml``)
+    have no default here, so a caller cannot silently run another extraction than the one it means.
 
     Args:
         models_dir: Directory holding the model files.
@@ -365,7 +367,7 @@ def build_pipeline(
         for spec in recogniser_specs:
             if spec.name in mirrors:
                 embedders[spec.name + MIRROR] = MirroredEmbedder(spec, models_dir, threads=threads,
-                                                                  batch_size=batch_size)
+                                                                  batch_size=batch_size, flip_tta=False)
         return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method, fusion_weights)
 
     if not cached:
