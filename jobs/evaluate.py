@@ -54,7 +54,7 @@ from facelink.evaluation.embeddings import (
     measure_cost,
 )
 from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, evaluate
-from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
+from facelink.evaluation.settings import EvaluationSettings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
 from facelink.extraction.run import extract_faces
@@ -154,7 +154,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         group_pattern: Regular expression whose first group, searched in each path, is the group label.
         configs: Configuration names (default ``evaluation.configs``).
         run_id: Run id; a rerun with the same id replaces its rows and report.
-        settings: Evaluation settings (default: ``cfg.evaluation``, see :func:`evaluation_settings`).
+        settings: Evaluation settings (default: :class:`EvaluationSettings`'s defaults).
         identity_fixes: ``lfw`` (the checked lfw_dev fixes), a ``key,identity`` CSV, or None: label
             corrections applied to the 1:N and calibration truth (LFW pairs keep their own labels).
         allow_production_gallery: run even though the lake holds gallery photos that no evaluation ingested.
@@ -163,7 +163,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         RefusedError: operator, authority or the purpose ``evaluation`` is missing, or the lake holds a
             production gallery and ``allow_production_gallery`` is false (audited, nothing is written).
     """
-    settings = settings or evaluation_settings(cfg)
+    settings = settings or EvaluationSettings()
     if configs:
         settings = settings.with_values(configs=tuple(configs))
     run_id = run_id or new_run_id(JOB)
