@@ -23,7 +23,7 @@ from facelink.config import MASK, Config, config_hash, load_config, masked_dict
 from facelink.extraction.settings import ExtractSettings
 from facelink.extraction.udf import make_extract_fn
 from facelink.hygiene import find_leaks
-from facelink.ingest.photos import make_validate_fn
+from facelink.ingest.udf import make_validate_fn
 from facelink.lake.tables import read_table
 from jobs import extract, ingest
 from tests.paths import LFW_DIR

@@ -13,21 +13,18 @@ scheme not in ``ingest.allowed_schemes`` or a glob character is a reject with it
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from facelink.config import Config
 from facelink.errors import AccountingError, InputError
 from facelink.ingest.input_paths import make_verdict_fn, resolve_roots
+from facelink.ingest.udf import VALIDATED_SCHEMA, make_validate_fn
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.lake.tables import insert_new
 from schemas import get_spec
@@ -35,17 +32,6 @@ from schemas import get_spec
 log = logging.getLogger(__name__)
 #: The job name ingest runs and rejects are recorded under.
 JOB = "ingest"
-
-VALIDATED_SCHEMA = T.StructType([
-    T.StructField("row_no", T.LongType()),
-    T.StructField("photo_id", T.StringType()),
-    T.StructField("format", T.StringType()),
-    T.StructField("width", T.IntegerType()),
-    T.StructField("height", T.IntegerType()),
-    T.StructField("reason", T.StringType()),
-    T.StructField("detail", T.StringType()),
-    T.StructField("content", T.BinaryType()),
-])
 
 
 @dataclass(frozen=True)
@@ -172,26 +158,6 @@ def read_folder(spark: SparkSession, folder: str, pattern: str) -> DataFrame:
         F.lit(None).cast("string").alias("given_path"),
     ).withColumn("row_no", F.monotonically_increasing_id())
 
-
-def make_validate_fn(max_pixels: int) -> object:
-    """Factory of the ``mapInPandas`` function that hashes, probes and fully decodes each file's bytes."""
-
-    def validate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from udfs.decode import ImageDecodeError, decode_image
-
-        for batch in batches:
-            out: list[tuple[Any, ...]] = []
-            for row_no, content in zip(batch["row_no"], batch["content"], strict=True):
-                data = bytes(content) if content is not None else b""
-                photo_id = hashlib.sha256(data).hexdigest() if data else None
-                try:
-                    img = decode_image(data, max_pixels)
-                    out.append((row_no, photo_id, img.format, img.width, img.height, None, None, data))
-                except ImageDecodeError as exc:
-                    out.append((row_no, photo_id, None, None, None, exc.code, exc.detail, None))
-            yield pd.DataFrame(out, columns=VALIDATED_SCHEMA.fieldNames())
-
-    return validate
 
 
 def transform_validate(candidates: DataFrame, files_meta: DataFrame, files_content: DataFrame, max_bytes: int,
