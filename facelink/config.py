@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from udfs.face_quality import QualityRule
+from udfs.face_quality_rule import QualityRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,8 @@ from udfs.align import ARCFACE_112, AlignMethod, AlignTemplate, align
 from udfs.decode import DecodedImage, ImageDecodeError, decode_image
 from udfs.detect import Detections, FaceDetector
 from udfs.embed import MIRROR, FaceEmbedder, MirroredEmbedder, fuse_embeddings
-from udfs.face_quality import QualityRule, measure_quality
+from udfs.face_quality import measure_quality
+from udfs.face_quality_rule import QualityRule
 from udfs.models import ModelSpec, cache_key, get_cached
 
 logger = logging.getLogger(__name__)

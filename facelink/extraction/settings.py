@@ -12,7 +12,7 @@ from typing import Literal
 from facelink.config import Config
 from facelink.registry import Recogniser, model_spec, recogniser_id
 from facelink.registry import recogniser as recogniser_of
-from udfs.face_quality import QualityRule
+from udfs.face_quality_rule import QualityRule
 from udfs.models import ModelSpec
 from udfs.pipeline import FacePipeline
 

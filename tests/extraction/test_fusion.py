@@ -15,7 +15,7 @@ from facelink.registry import recogniser, recogniser_id
 from jobs import extract, ingest
 from tests.paths import LFW_DIR, MODELS_DIR
 from udfs.embed import fuse_embeddings, l2_normalise
-from udfs.face_quality import QualityRule
+from udfs.face_quality_rule import QualityRule
 from udfs.pipeline import build_pipeline
 
 PHOTOS = ["AJ_Cook/AJ_Cook_0001.jpg", "Aaron_Pena/Aaron_Pena_0001.jpg", "Abdullah_Gul/Abdullah_Gul_0001.jpg"]

@@ -13,7 +13,8 @@ from tests.paths import LFW_DIR, MODELS_DIR, read_bgr
 from tests.registry import registry_spec
 from udfs.align import ARCFACE_112, align
 from udfs.detect import FaceDetector
-from udfs.face_quality import FaceQuality, QualityRule, crop_statistics, measure_quality, pose_from_landmarks
+from udfs.face_quality import FaceQuality, crop_statistics, measure_quality, pose_from_landmarks
+from udfs.face_quality_rule import QualityRule
 
 FRONTAL = ARCFACE_112.points.astype(np.float64)
 
