@@ -9,7 +9,7 @@ SIZE ?= small
 help:
 	@echo "make setup        the virtualenv with the pinned packages, the Delta jars, and Airflow in .airflow-venv (needs Python 3.11, Java 17+, Maven)"
 	@echo "make test         the whole test suite, the Airflow and standalone-cluster tests included"
-	@echo "make lint         ruff and mypy"
+	@echo "make lint         ruff, mypy and the import rules of docs/architecture.md (scripts/check_imports.py)"
 	@echo "make sample-data  build the demo archive from lfw_dev (SIZE=small|full)"
 	@echo "make demo         run every pipeline stage end to end on the sample archive"
 	@echo "make bench        run the benchmarks; results in bench/results/"
@@ -28,8 +28,9 @@ test:
 	$(PY) -m pytest -q --durations=12
 
 lint:
-	$(PY) -m ruff check facelink jobs udfs schemas tests bench dags
+	$(PY) -m ruff check facelink jobs udfs schemas tests bench dags scripts
 	$(PY) -m mypy
+	$(PY) scripts/check_imports.py
 
 sample-data:
 	$(PY) -m facelink.sample --out $(SAMPLE) --size $(SIZE)

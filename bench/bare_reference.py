@@ -26,7 +26,7 @@ import numpy as np
 from udfs.align import ALIGN_METHODS, AlignMethod, align
 from udfs.detect import FaceDetector
 from udfs.embed import FaceEmbedder
-from udfs.models import DEFAULT_MODELS, resolve_model, verify_digest
+from udfs.models import ModelSpec, resolve_model, verify_digest
 from udfs.pipeline import FacePipeline, select_primary
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 RECOGNISERS = ("mobilefacenet_128d", "dlib_resnet34_128d")
 STAGES = ("decode", "detect", "align", "embed")
+
+
+def registry_spec(name: str) -> ModelSpec:
+    """The ``models.registry`` entry ``name`` of the local configuration (the one registry of digests)."""
+    from facelink.config import load_config
+    from facelink.registry import model_spec
+
+    return model_spec(load_config("local"), name)
 
 
 @dataclass(frozen=True)
@@ -134,11 +142,11 @@ def run_bare_reference(
     Returns:
         Embeddings (None where no face was found) and per-stage seconds; file reading is not timed.
     """
-    detector_spec = DEFAULT_MODELS["yunet_2023mar"]
+    detector_spec = registry_spec("yunet_2023mar")
     detector_path = resolve_model(detector_spec, models_dir)
     verify_digest(detector_spec, detector_path)
     detector = cv2.FaceDetectorYN.create(str(detector_path), "", (input_size, input_size), 0.6, 0.3, 5000)
-    embedder = FaceEmbedder(DEFAULT_MODELS[recogniser], models_dir, threads=1, batch_size=1)
+    embedder = FaceEmbedder(registry_spec(recogniser), models_dir, threads=1, batch_size=1, flip_tta=False)
     run = BareRun()
     for rel in photo_paths:
         data = (data_root / rel).read_bytes()
@@ -230,8 +238,9 @@ def run_pipeline(
     align_method: AlignMethod = "lstsq",
 ) -> tuple[dict[str, dict[str, np.ndarray | None]], dict[str, float]]:
     """Embed photos through `FacePipeline.process_batch` with both recognisers (primary face per photo)."""
-    detector = FaceDetector(DEFAULT_MODELS["yunet_dynamic"], models_dir, input_size=320)
-    embedders = {name: FaceEmbedder(DEFAULT_MODELS[name], models_dir) for name in RECOGNISERS}
+    detector = FaceDetector(registry_spec("yunet_dynamic"), models_dir, input_size=320)
+    embedders = {name: FaceEmbedder(registry_spec(name), models_dir, batch_size=64, flip_tta=False)
+                 for name in RECOGNISERS}
     pipeline = FacePipeline(detector, embedders, align_method=align_method)
     out: dict[str, dict[str, np.ndarray | None]] = {name: {} for name in RECOGNISERS}
     quality_ok = 0

@@ -120,20 +120,11 @@ def bench_bare(photos: Sequence[str], lfw_dir: Path, models_dir: Path) -> tuple[
 
 def bench_split(cfg: Config, photos: Sequence[str], lfw_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The job's stage split: its pipeline, built with its settings, run here on Arrow-batch sized calls."""
-    from jobs.extract import ExtractSettings
-    from udfs.pipeline import build_pipeline
-    from udfs.quality import QualityRule
+    from facelink.extraction.settings import ExtractSettings, build_extraction_pipeline
 
     settings = ExtractSettings.from_config(cfg)
     cv2.setNumThreads(settings.threads)
-    pipeline = build_pipeline(
-        settings.models_dir, settings.detector, settings.recogniser.members, detect_size=settings.detect_size,
-        score_threshold=settings.score_threshold, nms_iou=settings.nms_iou, threads=settings.threads,
-        batch_size=settings.batch_size, detect_batch_size=settings.detect_batch_size, flip_tta=settings.flip_tta,
-        align_method=settings.align_method,  # type: ignore[arg-type]
-        quality_rule=QualityRule(**settings.quality), max_pixels=settings.max_pixels, cached=False,
-        fusion_weights=settings.recogniser.weights if settings.recogniser.fused else None,
-    )
+    pipeline = build_extraction_pipeline(settings, cached=False)
     batch = cfg.spark.arrow_batch_size
     embeddings: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -187,7 +178,7 @@ def spark_embeddings(spark: Any, cfg: Config, run_id: str) -> dict[str, np.ndarr
     """Primary-face embeddings the extract run wrote, by record id."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     rows = (
         read_table(spark, cfg, "faces").filter((F.col("extract_run_id") == run_id) & F.col("is_primary"))
@@ -200,18 +191,18 @@ def job_seconds(spark: Any, cfg: Config, run_id: str) -> dict[str, float]:
     """The extract run's seconds per stage, as it recorded them in ``audit``."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     row = read_table(spark, cfg, "audit").filter(F.col("run_id") == run_id).select("detail").first()
     return dict(json.loads(row["detail"]).get("seconds", {})) if row and row["detail"] else {}
 
 
 def timed_extract(spark: Any, cfg: Config, run_id: str) -> tuple[Any, float]:
-    """One ``jobs.extract.run`` over the pending gallery photos, and its wall time."""
-    from jobs import extract
+    """One extraction run (what ``jobs.extract`` runs) over the pending gallery photos, and its wall time."""
+    from facelink.extraction.run import extract_faces
 
     t0 = time.perf_counter()
-    res = extract.run(spark, cfg, role="gallery", run_id=run_id)
+    res = extract_faces(spark, cfg, role="gallery", run_id=run_id)
     return res, time.perf_counter() - t0
 
 
@@ -219,8 +210,9 @@ def udf_only(spark: Any, cfg: Config, n: int) -> dict[str, Any]:
     """The job's Spark transform alone on the benchmark photos, to a no-op sink: no Delta merge, no counts."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
-    from jobs.extract import ExtractSettings, transform_extract
+    from facelink.extraction.settings import ExtractSettings
+    from facelink.extraction.udf import transform_extract
+    from facelink.lake.tables import read_table
 
     photos = read_table(spark, cfg, "photos").filter(F.col("ingest_run_id") == "bench-ingest").select(
         "record_id", "photo_id", "role", "partition", "content")
@@ -231,7 +223,8 @@ def udf_only(spark: Any, cfg: Config, n: int) -> dict[str, Any]:
         rows.write.format("noop").mode("overwrite").save()
         wall = time.perf_counter() - t0
     cores = int(spark.sparkContext.defaultParallelism)
-    return {"what": "jobs.extract.transform_extract over the same photos written to Spark's noop sink (warm workers)",
+    return {"what": "facelink.extraction.udf.transform_extract over the same photos written to Spark's noop sink "
+                    "(warm workers)",
             "wall_s": round(wall, 2), "photos_per_s": round(n / wall, 2),
             "photos_per_s_per_core": round(n / wall / cores, 2),
             "worker_cpu_ms_per_photo": round(1000 * peaks.cpu_s["worker"] / n, 2),

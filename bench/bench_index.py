@@ -251,7 +251,7 @@ def run_index_bench(
 def configured_dim() -> int:
     """Width of the embeddings the configured recogniser stores (the local configuration's default)."""
     from facelink.config import load_config
-    from facelink.models import recogniser
+    from facelink.registry import recogniser
 
     return recogniser(load_config("local")).dim
 

@@ -16,7 +16,7 @@ identity, and strangers with any candidate; from those counts, ``fpir_check`` re
 each band of ``match.bands`` (strangers with a candidate in that band or a stricter one) against its target,
 with Wilson 95% intervals.
 
-The synthetic calibration carries an FPIR model (``facelink.fpir``) measured on searches among 40,000
+The synthetic calibration carries an FPIR model (``facelink.search.fpir``) measured on searches among 40,000
 synthetic faces of people in no gallery, so the 1M thresholds are extrapolated from galleries of up to
 40,000 faces, as an archive's are from its calibration data. ``--fpir-only`` checks just that, without Spark:
 the non-mated probes' exact top scores against the whole synthetic gallery (FAISS flat) are compared with
@@ -50,10 +50,10 @@ import pyarrow.parquet as pq
 
 from bench.bench_index import PHOTO_PMF
 from bench.sampling import MemoryPeaks, TreeSampler, machine_info
-from facelink.calibration import calibration_path, fit_calibration
 from facelink.config import Config, load_config
-from facelink.fpir import format_check_rows, measure_fpir_model, wilson_interval
 from facelink.index.synthetic import EmbeddingStats, generate_gallery, generate_probes, reference_stats
+from facelink.search.calibration import calibration_path, fit_calibration
+from facelink.search.fpir import format_check_rows, measure_fpir_model, wilson_interval
 
 log = logging.getLogger("bench_match")
 
@@ -125,8 +125,8 @@ def write_tables(spark: Any, cfg: Config, folder: Path, role: str, model_id: str
     """Append the Parquet rows of one role to ``faces`` and ``photos`` as schema-conformant rows."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import append
-    from jobs.ingest import partition_col
+    from facelink.ingest.photos import partition_col
+    from facelink.lake.tables import append
     from schemas import get_spec
 
     prefix = "g%07d" if role == "gallery" else "p%06d"
@@ -213,7 +213,7 @@ def match_recall(spark: Any, cfg: Config, syn: Synthetic, run_id: str, floor: fl
     """recall@10 of the stored matches against exact search above the run's threshold, on sampled probes."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     sample = np.sort(rng.choice(syn.xq.shape[0], size=min(EVAL_SAMPLE, syn.xq.shape[0]), replace=False))
     scores, ids = exact_topk(syn.xb, syn.xq[sample], K)
@@ -240,7 +240,7 @@ def match_sanity(spark: Any, cfg: Config, syn: Synthetic, run_id: str) -> dict[s
     """1:N check on every probe: mated probes with their identity at rank 1; strangers with any candidate."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     top = (read_table(spark, cfg, "matches").filter((F.col("run_id") == run_id) & (F.col("rank") == 1))
            .select("probe_record_id", "candidate_record_id", "band").toPandas())
@@ -265,7 +265,7 @@ def match_fpir(spark: Any, cfg: Config, syn: Synthetic, run_id: str, version: st
     """Observed FPIR of the match run's non-mated probes at each band against the band's target."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     rows = (read_table(spark, cfg, "matches").filter(F.col("run_id") == run_id)
             .select("probe_record_id", "band", "gallery_size").toPandas())
@@ -284,7 +284,7 @@ def dedup_recall(spark: Any, cfg: Config, syn: Synthetic, run_id: str, floor: fl
     """recall@10 of the stored duplicate pairs against exact self-search above the run's threshold."""
     from pyspark.sql import functions as F
 
-    from facelink.tables import read_table
+    from facelink.lake.tables import read_table
 
     n = syn.xb.shape[0]
     sample = np.sort(rng.choice(n, size=min(EVAL_SAMPLE, n), replace=False))
@@ -346,7 +346,7 @@ def run_jobs(spark: Any, cfg: Config, syn: Synthetic, run: dict[str, Any], with_
 def run_match_bench(gallery: int, probes: int, master: str, overrides: Sequence[str], lake: Path | None,
                     results_path: Path, with_dedup: bool = True) -> dict[str, Any]:
     """Generate, load, run the jobs and evaluate; merge the entry for this size into ``results_path``."""
-    from facelink.models import recogniser, recogniser_id
+    from facelink.registry import recogniser, recogniser_id
     from facelink.session import build_session
 
     run: dict[str, Any] = {"gallery": gallery, "probes": probes, "overrides": list(overrides),
@@ -432,7 +432,7 @@ def run_fpir_only(gallery: int, probes: int, overrides: Sequence[str], results_p
     No Spark and no index: the thresholds match would use for a gallery of ``gallery`` faces, and each non-mated
     probe's exact top score over the whole gallery (FAISS flat). Merges the entry into ``results_path``.
     """
-    from facelink.models import recogniser_id
+    from facelink.registry import recogniser_id
 
     cfg = load_config("local", ["models.recogniser=mobilefacenet_128d", *overrides])
     model_id = recogniser_id(cfg)

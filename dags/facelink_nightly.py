@@ -72,7 +72,7 @@ def param_schemas(deployment: Deployment = DEPLOYMENT) -> dict[str, dict[str, An
     The operator, purposes and authority are checked against the deployment environment's configuration
     (``audit.operators``, ``audit.allowed_purposes`` narrowed by ``audit.job_purposes`` of dedup and match)
     and the allow-lists of :mod:`facelink.identifiers`; each job checks them again against its own
-    configuration (``facelink.runs.require_accountability``).
+    configuration (``facelink.lake.runs.require_accountability``).
 
     Raises:
         ConfigError: the deployment's configuration does not load.

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from udfs.face_quality_rule import QualityRule
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Environment variables read here (and only here), with the configuration key each one overrides.
@@ -151,19 +153,6 @@ class ExtractConf:
 
 
 @dataclass(frozen=True)
-class QualityConf:
-    min_det_score: float = 0.8
-    min_inter_eye_px: float = 24.0
-    min_sharpness: float = 30.0
-    min_brightness: float = 45.0
-    max_brightness: float = 210.0
-    min_contrast: float = 20.0
-    max_abs_roll_deg: float = 25.0
-    max_abs_yaw: float = 0.45
-    max_faces: int = 3
-
-
-@dataclass(frozen=True)
 class IndexConf:
     flat_max: int = 50_000
     memory_budget_mb: int = 4096
@@ -251,7 +240,7 @@ class Config:
     models: ModelsConf
     audit: AuditConf
     extract: ExtractConf = field(default_factory=ExtractConf)
-    quality: QualityConf = field(default_factory=QualityConf)
+    quality: QualityRule = field(default_factory=QualityRule)  # the face quality rule, one type for both sides
     index: IndexConf = field(default_factory=IndexConf)
     match: MatchConf = field(default_factory=MatchConf)
     dedup: DedupConf = field(default_factory=DedupConf)

@@ -121,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = params_for(args.run_date, str(sample / "gallery.csv"), str(sample / "probes.csv"), args.operator,
                         args.purpose, args.screening_purpose, args.authority)
     from facelink.config import load_config
+    from facelink.report.summary import format_summary, summarise
     from facelink.session import build_session
-    from facelink.summary import format_summary, summarise
 
     cfg = load_config(args.env, args.overrides)
     spark = build_session(cfg)

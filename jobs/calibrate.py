@@ -6,10 +6,10 @@ with ``path`` and ``identity`` columns, paths relative to its folder) go through
 (:mod:`facelink.identity_fixes`; on lfw_dev the checked LFW fixes by default) are applied first, so a known
 same-person pair filed under two names is not a non-mate. Then:
 
-- every pair of primary faces is scored, and ``facelink.calibration`` fits FMR(s) (empirical bulk,
+- every pair of primary faces is scored, and ``facelink.search.calibration`` fits FMR(s) (empirical bulk,
   generalised-Pareto tail) from the pairs of different people;
 - every photo searches galleries of other people's photos at sizes up to the largest the data allows, and
-  ``facelink.fpir`` fits the FPIR model from the top scores: what match and dedup turn band FPIRs into
+  ``facelink.search.fpir`` fits the FPIR model from the top scores: what match and dedup turn band FPIRs into
   thresholds with.
 
 Before the final fit on everyone, people are split into 5 identity-disjoint folds: each fold's observed FMR
@@ -41,7 +41,15 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.calibration import (
+from facelink.config import Config
+from facelink.errors import InputError
+from facelink.extraction.settings import ExtractSettings
+from facelink.extraction.udf import transform_extract
+from facelink.identity_fixes import apply_fixes, load_fixes
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.rates import format_rate
+from facelink.registry import recogniser_id
+from facelink.search.calibration import (
     Calibration,
     band_levels,
     calibration_dir,
@@ -49,14 +57,7 @@ from facelink.calibration import (
     fit_calibration,
     load_calibration,
 )
-from facelink.config import Config
-from facelink.errors import InputError
-from facelink.fpir import format_check_rows, heldout_fpir_check, measure_fpir_model
-from facelink.identity_fixes import apply_fixes, load_fixes
-from facelink.models import recogniser_id
-from facelink.rates import format_rate
-from facelink.runs import RunRecorder, new_run_id
-from jobs.extract import ExtractSettings, transform_extract
+from facelink.search.fpir import format_check_rows, heldout_fpir_check, measure_fpir_model
 
 __all__ = ["calibration_dir", "calibration_path", "load_calibration", "main", "run"]
 

@@ -22,18 +22,16 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.calibration import load_calibration
 from facelink.config import Config
-from facelink.errors import InputError
-from facelink.gallery import current_index, rows_for_floor, searchable_faces
-from facelink.models import recogniser_id
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.scoring import band_col, band_thresholds, fmr_udf, fpir_udf, precision_detail
-from facelink.search_udf import search_gallery
-from facelink.tables import read_table, replace_where
+from facelink.index.gallery import searchable_faces
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import read_table, replace_where
+from facelink.registry import recogniser_id
+from facelink.search.outputs import transform_candidates, transform_pairs
+from facelink.search.plan import plan_search
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
@@ -54,38 +52,6 @@ def last_dedup_start(spark: SparkSession, cfg: Config, run_id: str) -> object | 
         earlier = earlier.filter(F.col("started_at") < F.lit(first["t"]))
     row = earlier.agg(F.max("started_at").alias("t")).first()
     return row["t"] if row else None
-
-
-def transform_pairs(hits: DataFrame, queries: DataFrame, gallery: DataFrame, floor: float) -> DataFrame:
-    """Hits -> unordered pairs of different records above ``floor``, each pair once with its best score."""
-    side_q = queries.select("qid", F.col("record_id").alias("q_record"), F.col("photo_id").alias("q_photo"),
-                            F.col("face_id").alias("q_face"), F.col("quality_ok").alias("q_quality"),
-                            F.col("det_score").alias("q_det"))
-    side_g = gallery.select("face_id", F.col("record_id").alias("g_record"), F.col("photo_id").alias("g_photo"),
-                            F.col("quality_ok").alias("g_quality"), F.col("det_score").alias("g_det"))
-    joined = (
-        hits.filter(F.col("score") >= F.lit(floor))
-        .join(side_q, "qid", how="inner")
-        .join(side_g, "face_id", how="inner")
-        .filter((F.col("face_id") != F.col("q_face")) & (F.col("q_record") != F.col("g_record")))
-    )
-    q_first = F.struct("q_record", "q_photo") < F.struct("g_record", "g_photo")
-
-    def side(q: str, g: str) -> F.Column:
-        return F.when(q_first, F.col(q)).otherwise(F.col(g))
-
-    pairs = joined.select(
-        side("q_record", "g_record").alias("record_id_a"), side("q_photo", "g_photo").alias("photo_id_a"),
-        side("g_record", "q_record").alias("record_id_b"), side("g_photo", "q_photo").alias("photo_id_b"),
-        "score",
-        side("q_quality", "g_quality").alias("quality_ok_a"), side("g_quality", "q_quality").alias("quality_ok_b"),
-        side("q_det", "g_det").alias("det_score_a"), side("g_det", "q_det").alias("det_score_b"),
-    )
-    pair_id = F.sha2(F.concat_ws("|", "record_id_a", "photo_id_a", "record_id_b", "photo_id_b"), 256)
-    best = pairs.withColumn("pair_id", pair_id).groupBy("pair_id").agg(
-        F.max_by(F.struct(*[c for c in pairs.columns]), F.col("score")).alias("p")
-    )
-    return best.select("pair_id", "p.*")
 
 
 def connected_components(edges: Iterable[tuple[str, str, float, str]]) -> list[tuple[str, int, str, str, float, str]]:
@@ -144,20 +110,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         since = last_dedup_start(spark, cfg, run_id) if incremental else None
         for table in ("faces", "index_manifest", "duplicate_candidates"):
             rec.read(table)
-        version, manifest = current_index(spark, cfg, model_id)
-        if version is None:
-            raise InputError(f"no published index for {model_id}: run jobs.build_index first")
-        rec.index_version = version
-        cal = load_calibration(cfg, model_id)
-        n = sum(int(r["vector_count"]) for r in manifest)
-        thresholds = band_thresholds(cal, cfg.dedup.bands, n)
-        floor = min(thresholds.values())
-        manifest = rows_for_floor(manifest, floor, cfg.index.search_breadth)
-        rec.detail.update(search_breadth=cfg.index.search_breadth,
-                          nprobe={str(r["partition"]): int(r["nprobe"]) for r in manifest})
-        log.info("%s %s: floor %.4f, nprobe by partition %s", JOB, run_id, floor, rec.detail["nprobe"])
-        rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
-                          incremental_since=str(since) if since else None, **precision_detail(cal, cfg.dedup.bands, n))
+        plan = plan_search(spark, cfg, model_id, cfg.dedup.bands)
+        rec.index_version = plan.index_version
+        rec.detail.update(plan.audit_detail())
+        rec.detail.update(incremental_since=str(since) if since else None)
 
         searchable = searchable_faces(read_table(spark, cfg, "faces"), model_id)
         # The pairs need only the gallery side's ids and quality: cache those, and the embeddings once (queries).
@@ -165,14 +121,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         queries = searchable if since is None else searchable.filter(F.col("extracted_at") > F.lit(since))
         queries = queries.withColumn("qid", F.col("face_id")).cache()
         try:
-            hits = search_gallery(queries, manifest, version, cfg.dedup.k + 1, cfg.index.search_threads)
-            pairs = transform_pairs(hits, queries, gallery, floor)
-            candidates = pairs.select(
-                F.lit(run_id).alias("run_id"), "pair_id", "record_id_a", "photo_id_a", "record_id_b", "photo_id_b",
-                "score", fmr_udf(cal)("score").alias("est_fmr"), fpir_udf(cal, n)("score").alias("est_fpir"),
-                band_col(F.col("score"), thresholds).alias("band"), "quality_ok_a", "quality_ok_b", "det_score_a",
-                "det_score_b", F.lit(model_id).alias("model_id"), F.lit(version).alias("index_version"),
-            )
+            hits = plan.search(queries, cfg.dedup.k + 1, cfg.index.search_threads)
+            candidates = transform_candidates(transform_pairs(hits, queries, gallery, plan.floor), plan, run_id)
             replace_where(spark, cfg, get_spec("duplicate_candidates"), candidates, "run_id", run_id)
             searched = queries.count()
         finally:
@@ -183,7 +133,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         rec.counts.update(searched=searched, candidates=n_candidates, clusters=clusters)
         rec.wrote("duplicate_candidates")
         rec.wrote("duplicate_clusters")
-        return DedupResult(run_id, version, searched, n_candidates, clusters, floor)
+        return DedupResult(run_id, plan.index_version, searched, n_candidates, clusters, plan.floor)
 
 
 def write_clusters(spark: SparkSession, cfg: Config, run_id: str) -> int:

@@ -20,26 +20,26 @@ not by ``DELETE ... WHERE record_id IN (...)``: Delta writes a DELETE's predicat
 table's transaction log (``commitInfo.operationParameters``), which VACUUM never removes; a MERGE's log holds
 only the join condition.
 
-Then each recogniser's index is rebuilt incrementally (``jobs.build_index.run``): the partitions that lost a face
-are rebuilt from the faces that remain and published as the next version; a recogniser whose gallery became
-empty is retired (its index files removed). Every file under ``<lake>/indexes`` that no version in force
-references is deleted (earlier versions, leftovers of failed builds), so erase must not run while an index build
-runs. Last, ``VACUUM`` with ``retention.vacuum_hours`` removes the data files that held the erased rows and were
+Then each recogniser's index is rebuilt incrementally (:func:`facelink.index.publish.build_and_publish`): the
+partitions that lost a face are rebuilt from the faces that remain and published as the next version; a recogniser
+whose gallery became empty is retired (its index files removed). Every file under ``<lake>/indexes`` that no version
+in force references is deleted (earlier versions, leftovers of failed builds), so erase must not run while an index
+build runs. Last, ``VACUUM`` with ``retention.vacuum_hours`` removes the data files that held the erased rows and were
 dropped more than that many hours ago; the files dropped by this run go at the next VACUUM after that (the daily
 ``jobs.retention`` run vacuums the same tables), or at once with ``--set retention.vacuum_hours=0``.
 
 A retention shorter than Delta's 168-hour safety interval is refused by Delta unless
-``spark.databricks.delta.retentionDurationCheck.enabled`` is false. :func:`vacuum_tables` switches it off on the
-session for the duration of its VACUUM calls only and then restores the previous value. The check exists
-because a reader or writer still on a snapshot older than the retention can fail when its files vanish: run a
-short-retention erase when no other job uses the tables, and do not share its SparkSession with other threads.
+``spark.databricks.delta.retentionDurationCheck.enabled`` is false. :func:`facelink.lake.tables.vacuum_tables`
+switches it off on the session for the duration of its VACUUM calls only and then restores the previous value. The
+check exists because a reader or writer still on a snapshot older than the retention can fail when its files vanish:
+run a short-retention erase when no other job uses the tables, and do not share its SparkSession with other threads.
 
 What else could quote the records goes too. Delta keeps no min/max statistics of identifying columns
 (``TableSpec.identifying``, set as ``delta.dataSkippingStatsColumns`` when a table is created), so no commit
 or checkpoint of the transaction log holds their ids, which VACUUM would never remove; ``runs.error`` texts
 that quote them are redacted and ``runs`` is vacuumed with the rest; and every report folder, nightly
 summary, Data Docs page, GX validation result and evaluation or calibration cache under a local lake that
-holds one of their ids, photo id prefixes, file names or embeddings is removed (:mod:`facelink.erasure`).
+holds one of their ids, photo id prefixes, file names or embeddings is removed (:mod:`facelink.lake.erasure`).
 A table created before its columns were marked identifying keeps statistics in its older commits: set the
 property on it (``ALTER TABLE delta.`<path>` SET TBLPROPERTIES``) and let Delta's log cleanup (commits older
 than ``delta.logRetentionDuration``, at a checkpoint) remove those commits.
@@ -59,34 +59,34 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from facelink.config import Config
-from facelink.erasure import Traces, sweep
 from facelink.errors import InputError
-from facelink.models import recogniser_id
-from facelink.models import recogniser_names as configured_recognisers
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.tables import read_table, table_exists
+from facelink.lake.erasure import Traces, sweep
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import (
+    PERSONAL_TABLES,
+    delete_matching,
+    read_table,
+    table_exists,
+    vacuum_tables,
+)
+from facelink.registry import recogniser_id
+from facelink.registry import recogniser_names as configured_recognisers
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
 JOB = "erase"
 
-#: Tables that hold personal data (photos, embeddings, record or photo ids): erased from and vacuumed.
-PERSONAL_TABLES = (
-    "reviews", "duplicate_clusters", "duplicate_candidates", "matches", "probe_status", "faces", "photos",
-    "rejects", "dq_results",
-)
 #: Per table, the MERGE condition matching a target row ``t`` to an erased record ``s.record_id``. Derived
 #: tables come first and ``photos`` last, so a run that fails midway leaves the source for the rerun to find.
 RECORD_CONDITIONS = {
@@ -99,10 +99,6 @@ RECORD_CONDITIONS = {
     "photos": "t.record_id = s.record_id",
 }
 REDACTED = "[redacted: erasure]"
-#: Delta's default ``delta.deletedFileRetentionDuration``; VACUUM refuses a shorter retention unless told.
-DELTA_SAFE_RETENTION_HOURS = 168
-RETENTION_CHECK_KEY = "spark.databricks.delta.retentionDurationCheck.enabled"
-
 
 @dataclass(frozen=True)
 class EraseResult:
@@ -172,36 +168,6 @@ def transform_dq_mentions(dq_results: DataFrame, tokens: DataFrame, column: str 
     )
 
 
-def delete_matching(spark: SparkSession, cfg: Config, table: str, keys: DataFrame, condition: str) -> int:
-    """Delete the rows of ``table`` that match a row of ``keys`` under ``condition``; return how many.
-
-    ``condition`` names the table's row ``t`` and a key row ``s``. Nothing is committed when no row matches,
-    so a repeated erasure leaves the table's version as it was. A missing table is left missing.
-    """
-    if not table_exists(spark, cfg, table):
-        return 0
-    target = DeltaTable.forPath(spark, cfg.table_path(table))
-    matched = target.toDF().alias("t").join(keys.alias("s"), F.expr(condition), how="left_semi").count()
-    if matched:
-        target.alias("t").merge(keys.alias("s"), condition).whenMatchedDelete().execute()
-    log.info("%s: %d rows deleted", table, matched)
-    return matched
-
-
-def delete_where(spark: SparkSession, cfg: Config, table: str, condition: Column) -> int:
-    """Delete the rows of ``table`` where ``condition`` holds; return how many (no commit when none).
-
-    Delta logs the predicate: use only for conditions that name no person (a role, a timestamp).
-    """
-    if not table_exists(spark, cfg, table):
-        return 0
-    target = DeltaTable.forPath(spark, cfg.table_path(table))
-    matched = target.toDF().filter(condition).count()
-    if matched:
-        target.delete(condition)
-    log.info("%s: %d rows deleted", table, matched)
-    return matched
-
 
 def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str], table: str = "dq_results",
                       column: str = "observed") -> int:
@@ -220,45 +186,6 @@ def redact_dq_results(spark: SparkSession, cfg: Config, tokens: Sequence[str], t
     log.info("%s: %d rows redacted", table, len(keys))
     return len(keys)
 
-
-@contextmanager
-def retention_check_relaxed(spark: SparkSession, hours: float) -> Iterator[None]:
-    """Within the block, let VACUUM use ``hours`` below Delta's 168-hour safety interval; restore after.
-
-    The setting is the session's: another thread using the same session meanwhile sees it too.
-    """
-    if hours >= DELTA_SAFE_RETENTION_HOURS:
-        yield
-        return
-    previous = spark.conf.get(RETENTION_CHECK_KEY, None)
-    spark.conf.set(RETENTION_CHECK_KEY, "false")
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(RETENTION_CHECK_KEY)
-        else:
-            spark.conf.set(RETENTION_CHECK_KEY, previous)
-
-
-def vacuum_tables(spark: SparkSession, cfg: Config, tables: Sequence[str], hours: float) -> tuple[str, ...]:
-    """``VACUUM`` each existing table of ``tables`` with a retention of ``hours``; return the tables vacuumed.
-
-    Raises:
-        ValueError: ``hours`` is negative.
-    """
-    if hours < 0:
-        raise ValueError(f"retention.vacuum_hours must be >= 0, got {hours}")
-    if "audit" in tables:
-        raise ValueError("the audit table is append-only and is never vacuumed by erasure")
-    done = []
-    with retention_check_relaxed(spark, hours):
-        for table in tables:
-            if table_exists(spark, cfg, table):
-                DeltaTable.forPath(spark, cfg.table_path(table)).vacuum(float(hours))
-                done.append(table)
-    log.info("vacuumed %s with a retention of %s hours", ", ".join(done) or "nothing", hours)
-    return tuple(done)
 
 
 def recogniser_names(spark: SparkSession, cfg: Config) -> dict[str, str]:
@@ -287,8 +214,8 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
         The version in force per model id, and the model ids whose gallery is now empty (retired: their
         index files are removed by :func:`purge_index_files`).
     """
-    from facelink.gallery import searchable_faces
-    from jobs import build_index
+    from facelink.index.gallery import searchable_faces
+    from facelink.index.publish import build_and_publish
 
     if not names:
         return {}, ()
@@ -299,8 +226,8 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
         if not searchable[model_id]:
             log.warning("no searchable gallery faces remain for %s: its index is retired", model_id)
             continue
-        result = build_index.run(spark, cfg.with_overrides([f"models.recogniser={name}"]),
-                                 run_id=f"{run_id}-index{i}")
+        result = build_and_publish(spark, cfg.with_overrides([f"models.recogniser={name}"]),
+                                   run_id=f"{run_id}-index{i}")
         versions[model_id] = result.index_version
     return versions, tuple(sorted(m for m, ok in searchable.items() if not ok))
 
@@ -313,7 +240,7 @@ def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str
         "model_id", "index_version", "built_at", "index_path", "ids_path"
     ).collect()
     latest: dict[str, tuple[dt.datetime, str]] = {}
-    for r in rows:  # the same order as facelink.gallery.current_index: newest built_at, then version
+    for r in rows:  # the same order as facelink.index.gallery.current_index: newest built_at, then version
         key = (r["built_at"], r["index_version"])
         if r["model_id"] not in latest or key > latest[r["model_id"]]:
             latest[r["model_id"]] = key

@@ -36,7 +36,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink import identifiers
-from facelink.calibration import band_levels
 from facelink.config import Config
 from facelink.errors import InputError, RefusedError
 from facelink.evaluation import report as rep
@@ -55,13 +54,15 @@ from facelink.evaluation.embeddings import (
     measure_cost,
 )
 from facelink.evaluation.runner import Inputs, Outputs, draw_false_candidates, evaluate
-from facelink.evaluation.settings import EvaluationSettings, evaluation_settings
+from facelink.evaluation.settings import EvaluationSettings
 from facelink.evaluation.suite import PairsProtocol, build_search_protocol, generate_pairs, load_pairs
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
-from facelink.models import model_spec, recogniser_id
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.tables import read_table, replace_where, table_exists
-from jobs import extract, ingest
+from facelink.extraction.run import extract_faces
+from facelink.ingest.photos import ingest_photos
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import read_table, replace_where, table_exists
+from facelink.registry import model_spec, recogniser_id
+from facelink.search.calibration import band_levels
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         group_pattern: Regular expression whose first group, searched in each path, is the group label.
         configs: Configuration names (default ``evaluation.configs``).
         run_id: Run id; a rerun with the same id replaces its rows and report.
-        settings: Evaluation settings (default: ``cfg.evaluation``, see :func:`evaluation_settings`).
+        settings: Evaluation settings (default: :class:`EvaluationSettings`'s defaults).
         identity_fixes: ``lfw`` (the checked lfw_dev fixes), a ``key,identity`` CSV, or None: label
             corrections applied to the 1:N and calibration truth (LFW pairs keep their own labels).
         allow_production_gallery: run even though the lake holds gallery photos that no evaluation ingested.
@@ -162,7 +163,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         RefusedError: operator, authority or the purpose ``evaluation`` is missing, or the lake holds a
             production gallery and ``allow_production_gallery`` is false (audited, nothing is written).
     """
-    settings = settings or evaluation_settings(cfg)
+    settings = settings or EvaluationSettings()
     if configs:
         settings = settings.with_values(configs=tuple(configs))
     run_id = run_id or new_run_id(JOB)
@@ -226,10 +227,10 @@ def _extract(spark: SparkSession, cfg: Config, labelled: LabelledSet, evaluated:
     eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}",
                                    f"ingest.allowed_roots={json.dumps([str(labelled.root.resolve())])}"])
     ingest_manifest = write_ingest_manifest(labelled, work / "ingest_manifest.csv")
-    res = ingest.run(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
+    res = ingest_photos(spark, eval_cfg, str(ingest_manifest), role="gallery", run_id=f"{run_id}-ingest")
     if res.rejects:
         log.warning("%d photos of %s were rejected at ingest: they count as failures", res.rejects, labelled.name)
-    extract.run(spark, cfg, role="gallery", run_id=f"{run_id}-extract")
+    extract_faces(spark, cfg, role="gallery", run_id=f"{run_id}-extract")
     variants = {v for c in [*evaluated, default] for v in c.variants}
     store = extract_variants(spark, cfg, labelled, variants, f"{cfg.lake_root.rstrip('/')}/evaluation/embeddings")
     weights = default.scoring.fusion_weights if default.fused else (1.0,)

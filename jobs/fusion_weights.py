@@ -25,9 +25,9 @@ from facelink.config import Config, ConfigError
 from facelink.evaluation.dataset import SET_COLUMN, load_fixes, read_labelled_set, write_ingest_manifest
 from facelink.evaluation.embeddings import Variant, extract_variants
 from facelink.evaluation.weights import cross_validate_weights
-from facelink.models import recogniser, recogniser_id
-from facelink.runs import RunRecorder, new_run_id
-from jobs import ingest
+from facelink.ingest.photos import ingest_photos
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.registry import recogniser, recogniser_id
 
 log = logging.getLogger(__name__)
 JOB = "fusion_weights"
@@ -52,7 +52,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, identity_fixes: str | N
         work = report_dir / f"{run_id}-work"
         work.mkdir(parents=True, exist_ok=True)
         eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}"])
-        ingest.run(spark, eval_cfg, str(write_ingest_manifest(labelled, work / "ingest_manifest.csv")),
+        ingest_photos(spark, eval_cfg, str(write_ingest_manifest(labelled, work / "ingest_manifest.csv")),
                    role="gallery", run_id=f"{run_id}-ingest")
         rec_run.read("photos")
         store = extract_variants(spark, cfg, labelled, variants, f"{cfg.lake_root.rstrip('/')}/evaluation/embeddings")

@@ -2,7 +2,7 @@
 
 Each probe photo's primary face is searched across all partitions (or ``match.partitions``); up to
 ``match.k`` gallery faces come back ranked by score, each with the estimated false-positive identification
-rate for the gallery's size N from the calibration's measured FPIR model (:mod:`facelink.fpir`; clamped to
+rate for the gallery's size N from the calibration's measured FPIR model (:mod:`facelink.search.fpir`; clamped to
 the smallest FPIR it measured), and a band from ``match.bands`` (FPIR levels turned into thresholds by the
 same model). Candidates looser than the loosest band are not stored. Every probe photo gets
 a ``probe_status`` row (searched, or why not). Results are candidates, never identifications.
@@ -21,46 +21,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from facelink.calibration import load_calibration
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.gallery import current_index, rows_for_floor, searchable_faces
-from facelink.models import recogniser_id
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.scoring import band_col, band_thresholds, fpir_udf, precision_detail
-from facelink.search_udf import search_gallery
-from facelink.tables import read_table, replace_where
+from facelink.index.gallery import searchable_faces
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import read_table, replace_where
+from facelink.registry import recogniser_id
+from facelink.search.outputs import transform_matches, transform_probe_status
+from facelink.search.plan import plan_search
 from schemas import get_spec
 
 log = logging.getLogger(__name__)
 JOB = "match"
-
-
-def transform_probe_status(probe_photos: DataFrame, probe_faces: DataFrame, matches: DataFrame,
-                           run_id: str) -> DataFrame:
-    """One row per probe photo: searched (with its candidates) or why not."""
-    primary = probe_faces.filter(F.col("is_primary") | (F.col("face_index") < 0)).select(
-        "photo_id", F.col("status").alias("face_status"), F.col("error").alias("face_error")
-    ).dropDuplicates(["photo_id"])
-    top = matches.groupBy("probe_photo_id").agg(
-        F.count("*").cast("int").alias("n_candidates"), F.max("score").alias("top_score"),
-        F.min_by("band", F.col("rank")).alias("top_band"),
-    )
-    joined = probe_photos.join(primary, "photo_id", how="left").join(
-        top, probe_photos["photo_id"] == top["probe_photo_id"], how="left"
-    )
-    status = F.when(F.col("face_status").isNull(), F.lit("not_extracted")).when(
-        F.col("face_status") == "ok", F.lit("searched")).otherwise(F.col("face_status"))
-    reason = F.when(F.col("face_status").isNull(), F.lit("no faces row for this model: run extract")).when(
-        F.col("face_status") == "ok", F.lit(None)).otherwise(F.coalesce("face_error", "face_status"))
-    return joined.select(
-        F.lit(run_id).alias("run_id"), F.col("record_id").alias("probe_record_id"),
-        F.col("photo_id").alias("probe_photo_id"), status.alias("status"), reason.alias("reason"),
-        F.coalesce("n_candidates", F.lit(0)).alias("n_candidates"), "top_score", "top_band",
-    )
 
 
 @dataclass(frozen=True)
@@ -82,22 +57,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
         require_accountability(cfg, JOB)
         for table in ("photos", "faces", "index_manifest"):
             rec.read(table)
-        version, manifest = current_index(spark, cfg, model_id)
-        if version is None:
-            raise InputError(f"no published index for {model_id}: run jobs.build_index first")
-        rec.index_version = version
-        cal = load_calibration(cfg, model_id)
-        n = sum(int(r["vector_count"]) for r in manifest)
-        thresholds = band_thresholds(cal, cfg.match.bands, n)
-        floor = min(thresholds.values())
-        manifest = rows_for_floor(manifest, floor, cfg.index.search_breadth)
-        rec.detail.update(search_breadth=cfg.index.search_breadth,
-                          nprobe={str(r["partition"]): int(r["nprobe"]) for r in manifest})
-        log.info("%s %s: floor %.4f, nprobe by partition %s", JOB, run_id, floor, rec.detail["nprobe"])
-        rec.detail.update(calibration=cal.version, gallery_size=n, band_thresholds=thresholds,
-                          target_fpir=cfg.match.target_fpir,
-                          target_score=float(cal.score_at_fpir(cfg.match.target_fpir, n)), probe_run_id=probe_run_id,
-                          **precision_detail(cal, cfg.match.bands, n))
+        plan = plan_search(spark, cfg, model_id, cfg.match.bands)
+        rec.index_version = plan.index_version
+        rec.detail.update(plan.audit_detail())
+        rec.detail.update(target_fpir=cfg.match.target_fpir, probe_run_id=probe_run_id,
+                          target_score=float(plan.calibration.score_at_fpir(cfg.match.target_fpir, plan.gallery_size)))
 
         photos = read_table(spark, cfg, "photos").filter(F.col("role") == "probe")
         if probe_run_id:
@@ -109,27 +73,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
             F.monotonically_increasing_id().alias("qid"), "record_id", "photo_id", "face_index", "embedding",
             "quality_ok", "det_score",
         ).cache()
-        hits = search_gallery(queries, manifest, version, cfg.match.k, cfg.index.search_threads,
-                              cfg.match.partitions or None).filter(F.col("score") >= F.lit(floor))
-        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).select(
-            "face_id", F.col("record_id").alias("candidate_record_id"),
-            F.col("photo_id").alias("candidate_photo_id"), F.col("face_index").alias("candidate_face_index"),
-            F.col("quality_ok").alias("candidate_quality_ok"), F.col("det_score").alias("candidate_det_score"),
-        )
-        matches = (
-            hits.join(queries.drop("embedding"), "qid", how="inner")
-            .join(gallery, "face_id", how="inner")
-            .select(
-                F.lit(run_id).alias("run_id"), F.col("record_id").alias("probe_record_id"),
-                F.col("photo_id").alias("probe_photo_id"), F.col("face_index").alias("probe_face_index"),
-                "candidate_record_id", "candidate_photo_id", "candidate_face_index", "rank", "score",
-                fpir_udf(cal, n)("score").alias("est_fpir"), band_col(F.col("score"), thresholds).alias("band"),
-                F.col("quality_ok").alias("probe_quality_ok"), "candidate_quality_ok",
-                F.col("det_score").alias("probe_det_score"), "candidate_det_score", F.lit(model_id).alias("model_id"),
-                F.lit(version).alias("index_version"), F.lit(n).cast("long").alias("gallery_size"),
-                F.lit(floor).cast("float").alias("threshold_score"),
-            )
-        ).cache()
+        hits = plan.search(queries, cfg.match.k, cfg.index.search_threads, cfg.match.partitions or None)
+        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id)
+        matches = transform_matches(hits, queries, gallery, plan, run_id).cache()
         try:
             replace_where(spark, cfg, get_spec("matches"), matches, "run_id", run_id)
             status = transform_probe_status(probe_photos, probe_faces, matches, run_id)
@@ -145,7 +91,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
             probe_photos.unpersist()
         if sum(counts.values()) != n_probes:
             raise InputError(f"probe accounting: {n_probes} probe photos, {sum(counts.values())} status rows")
-        result = MatchResult(run_id, version, n_probes, counts.get("searched", 0), n_candidates, n_strong, floor)
+        result = MatchResult(run_id, plan.index_version, n_probes, counts.get("searched", 0), n_candidates, n_strong,
+                             plan.floor)
         rec.counts.update(probes=n_probes, searched=result.searched, candidates=n_candidates, strong=n_strong,
                           **{f"status_{k}": v for k, v in counts.items() if k != "searched"})
         rec.wrote("matches")

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pyspark.sql import SparkSession
 
 from facelink.config import Config
-from facelink.dq import QualityReport, build_docs, validate, write_results
-from facelink.dq_suites import CHECKED_TABLES, DEPENDS_ON
-from facelink.runs import RunRecorder, new_run_id
+from facelink.dq.gate import QualityReport, build_docs, validate, write_results
+from facelink.dq.suites import CHECKED_TABLES, DEPENDS_ON
+from facelink.lake.runs import RunRecorder, new_run_id
 
 log = logging.getLogger(__name__)
 JOB = "quality"

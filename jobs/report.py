@@ -28,6 +28,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.runs import Accountability, RunRecorder, new_run_id
+from facelink.lake.tables import read_table, table_exists
 from facelink.progress import Progress
 from facelink.report import candidates as cand
 from facelink.report.charts import score_histogram_png
@@ -44,8 +46,6 @@ from facelink.report.data import (
 from facelink.report.html import ReportContent, Thumb, render_report
 from facelink.report.publish import local_path, publish_folder, report_dir
 from facelink.report.thumbs import check_side, transform_thumbnails
-from facelink.runs import Accountability, RunRecorder, new_run_id
-from facelink.tables import read_table, table_exists
 
 log = logging.getLogger(__name__)
 JOB = "report"

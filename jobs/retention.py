@@ -8,8 +8,8 @@ Reviews of matches are decisions, kept under their own rules; they keep the ids 
 
 Rows go by MERGE against the expired photo keys (the ids never enter the Delta log, see ``jobs.erase``).
 Every table holding personal data is then vacuumed with ``retention.vacuum_hours`` (this daily run is also what
-finally removes the files an erasure dropped; see :func:`jobs.erase.vacuum_tables` for retentions below Delta's
-168-hour safety interval). The run is audited like any other: operator, purpose ``retention``, authority
+finally removes the files an erasure dropped; see :func:`facelink.lake.tables.vacuum_tables` for retentions below
+Delta's 168-hour safety interval). The run is audited like any other: operator, purpose ``retention``, authority
 (e.g. the retention policy's reference).
 
 Run: ``python -m jobs.retention --env local --set audit.operator=... --set audit.purpose=retention
@@ -29,9 +29,15 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.runs import RunRecorder, new_run_id, require_accountability
-from facelink.tables import read_table, table_exists
-from jobs.erase import PERSONAL_TABLES, delete_matching, delete_where, vacuum_tables
+from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
+from facelink.lake.tables import (
+    PERSONAL_TABLES,
+    delete_matching,
+    delete_where,
+    read_table,
+    table_exists,
+    vacuum_tables,
+)
 
 log = logging.getLogger(__name__)
 JOB = "retention"

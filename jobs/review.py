@@ -58,8 +58,8 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config, Identity, current_identity
 from facelink.errors import InputError, RefusedError
-from facelink.runs import RunRecorder, new_run_id
-from facelink.tables import insert_new, read_table
+from facelink.lake.runs import RunRecorder, new_run_id
+from facelink.lake.tables import insert_new, read_table
 from schemas import get_spec
 
 log = logging.getLogger(__name__)

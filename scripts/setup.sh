@@ -35,7 +35,7 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps -e .
 # Models prepared from upstream files (SFace: int8 folded into float32) go to paths.prepared_models_dir
 # (./.models); each prepared file's sha256 is checked against the registry.
-.venv/bin/python -m facelink.models prepare --env local \
+.venv/bin/python -m facelink.registry prepare --env local \
   || die "could not prepare the registry's prepared models (are the upstream files in paths.models_dir, ../shared/models?)"
 
 # Delta Lake jars for Spark 4.2 / Scala 2.13. 4.4.1 matches the delta-spark Python package; Maven Central

@@ -20,8 +20,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import MASK, Config, config_hash, load_config, masked_dict
+from facelink.extraction.settings import ExtractSettings
+from facelink.extraction.udf import make_extract_fn
 from facelink.hygiene import find_leaks
-from facelink.tables import read_table
+from facelink.ingest.udf import make_validate_fn
+from facelink.lake.tables import read_table
 from jobs import extract, ingest
 from tests.paths import LFW_DIR
 
@@ -64,7 +67,7 @@ def test_worker_functions_log_no_bytes_or_embeddings(cfg: Config, caplog: pytest
     payloads = [(LFW_DIR / p).read_bytes() for p in PHOTOS]
     corrupt = payloads[0][:600]
     contents = [*payloads, corrupt, b"\x00" * 64]
-    validate = ingest.make_validate_fn(cfg.ingest.max_pixels)
+    validate = make_validate_fn(cfg.ingest.max_pixels)
     batches = iter([pd.DataFrame({"row_no": range(len(contents)), "content": contents})])
     validated: pd.DataFrame = pd.concat(validate(batches))  # type: ignore[operator]
     assert validated["reason"].notna().sum() == 2
@@ -73,7 +76,7 @@ def test_worker_functions_log_no_bytes_or_embeddings(cfg: Config, caplog: pytest
         "photo_id": [hashlib.sha256(c).hexdigest() for c in contents],
         "role": "gallery", "partition": "b000", "content": contents,
     })
-    rows = pd.concat(extract.make_extract_fn(extract.ExtractSettings.from_config(cfg))(iter([batch])))
+    rows = pd.concat(make_extract_fn(ExtractSettings.from_config(cfg))(iter([batch])))
     assert rows["embedding"].notna().sum() >= 2, "the photos were embedded (so there was something to leak)"
     assert find_leaks(caplog.text, payloads=contents) == []
     # Per-row error messages end in the faces and rejects tables: no bytes there either.

@@ -11,9 +11,9 @@ from pyspark.sql import SparkSession
 
 from facelink import identifiers
 from facelink.config import Config
+from facelink.lake.runs import RunRecorder
+from facelink.lake.tables import append, read_table, replace_where
 from facelink.report.publish import report_dir
-from facelink.runs import RunRecorder
-from facelink.tables import append, read_table, replace_where
 from jobs import evaluate, match
 from schemas import get_spec
 from tests.paths import DATA_DIR
@@ -97,7 +97,7 @@ def test_evaluation_cannot_remove_a_folder_outside_its_report(spark: SparkSessio
 
 def test_accountable_jobs_check_operator_and_authority_against_configuration(cfg: Config) -> None:
     from facelink.errors import RefusedError
-    from facelink.runs import require_accountability
+    from facelink.lake.runs import require_accountability
 
     good = ["audit.operator=night shift", "audit.purpose=application_screening", "audit.authority=Art. 6(1)(e)"]
     assert require_accountability(cfg.with_overrides(good), "match").operator == "night shift"

@@ -21,8 +21,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.tables import append, read_table
 from facelink.report.notebook import det_points
-from facelink.tables import append, read_table
 from jobs.dedup import DedupResult
 from schemas import get_spec
 from scripts.strip_notebooks import strip

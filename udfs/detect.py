@@ -112,7 +112,7 @@ class FaceDetector:
     """YuNet detector over batches of BGR photos.
 
     Args:
-        spec: A detector `ModelSpec` (normally ``DEFAULT_MODELS["yunet_dynamic"]``).
+        spec: A detector `ModelSpec` (an entry of the configuration's ``models.registry``).
         models_dir: Directory holding the model file.
         input_size: Square letterbox side, a multiple of 32: 320 for portraits, 640 for groups.
         score_threshold: Minimum score sqrt(cls*obj) of a face.
@@ -127,7 +127,7 @@ class FaceDetector:
         self,
         spec: ModelSpec,
         models_dir: str | Path,
-        input_size: int = 320,
+        input_size: int,
         score_threshold: float = 0.6,
         nms_iou: float = 0.3,
         top_k: int = 50,

@@ -40,8 +40,9 @@ class FaceEmbedder:
         spec: ModelSpec,
         models_dir: str | Path,
         threads: int = 1,
-        batch_size: int = 64,
-        flip_tta: bool = False,
+        *,
+        batch_size: int,
+        flip_tta: bool,
     ) -> None:
         if spec.kind != "recogniser" or spec.template is None or spec.dim is None:
             raise ValueError(f"{spec.name} is not a recogniser")
@@ -105,6 +106,21 @@ class FaceEmbedder:
         both = self._run(np.concatenate([crops_bgr, crops_bgr[:, :, ::-1]]))
         count = len(crops_bgr)
         return l2_normalise(l2_normalise(both[:count]) + l2_normalise(both[count:]))
+
+
+#: Name suffix of the embedder that sees a recogniser's mirrored crops (see :class:`MirroredEmbedder`).
+MIRROR = "~mirror"
+
+
+class MirroredEmbedder(FaceEmbedder):
+    """A :class:`FaceEmbedder` that embeds the horizontal mirror of each aligned crop.
+
+    The evaluation keeps a member's plain and mirrored embeddings apart, so that one pass yields both its
+    plain and its flip TTA variant (``l2(l2(plain) + l2(mirrored))``, what ``flip_tta`` computes).
+    """
+
+    def embed(self, crops_bgr: np.ndarray) -> np.ndarray:
+        return super().embed(np.ascontiguousarray(crops_bgr[:, :, ::-1]))
 
 
 def fuse_embeddings(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Model registry, integrity-checked ONNX loading and a per-process model cache.
+"""Model specs, integrity-checked ONNX loading and a per-process model cache.
 
-The registry pins each model file's sha256 (from ``MODELS.md``) so that a changed or corrupted file is
-refused before it can silently change embeddings. Paths are relative to a models directory supplied at
-run time by the caller (the driver's config), never read from the environment here.
+A :class:`ModelSpec` pins a model file's sha256 so that a changed or corrupted file is refused before it can
+silently change embeddings. The specs come from the one registry, the configuration's ``models.registry``
+(:func:`facelink.registry.model_spec` on the driver); paths are relative to a models directory supplied at
+run time by the caller, never read from the environment here.
 """
 
 from __future__ import annotations
@@ -95,69 +96,6 @@ class ModelSpec:
     def model_id(self) -> str:
         """Stable identifier recorded next to every output: ``name@<first 12 hex of sha256>``."""
         return f"{self.name}@{self.sha256[:12]}"
-
-
-DEFAULT_MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="yunet_2023mar",
-            path="face_detection_yunet_2023mar.onnx",
-            sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
-            kind="detector",
-            input_size=(640, 640),
-            template=None,
-            normalisation=None,
-            dim=None,
-            colour="bgr",
-        ),
-        ModelSpec(
-            name="yunet_dynamic",
-            path="yunet_s_dynamic.onnx",
-            sha256="daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
-            kind="detector",
-            input_size=(320, 320),
-            template=None,
-            normalisation=None,
-            dim=None,
-            colour="bgr",
-        ),
-        ModelSpec(
-            name="mobilefacenet_128d",
-            path="mobilefacenet_128d.onnx",
-            sha256="363229ee193077d3fd4f5b382f27ffef02d9e151ce7ea20480113cb1f7f8c9f8",
-            kind="recogniser",
-            input_size=(112, 112),
-            template="arcface112",
-            normalisation="imagenet",
-            dim=128,
-            colour="rgb",
-        ),
-        ModelSpec(
-            name="dlib_resnet34_128d",
-            path="dlib_resnet34_128d.onnx",
-            sha256="73c57e329192e0aa57a29ec906a1bccdd92449cd74650fbc2bf70dbeff9cedae",
-            kind="recogniser",
-            input_size=(150, 150),
-            template="dlib150",
-            normalisation="none",
-            dim=128,
-            colour="rgb",
-        ),
-    )
-}
-
-
-def get_spec(name: str) -> ModelSpec:
-    """Return the registry entry called ``name``.
-
-    Raises:
-        KeyError: Unknown model name (the message lists the known ones).
-    """
-    try:
-        return DEFAULT_MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(DEFAULT_MODELS)}") from None
 
 
 def resolve_model(spec: ModelSpec, models_dir: str | Path) -> Path:

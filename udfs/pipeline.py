@@ -21,9 +21,10 @@ import numpy as np
 from udfs.align import ARCFACE_112, AlignMethod, AlignTemplate, align
 from udfs.decode import DecodedImage, ImageDecodeError, decode_image
 from udfs.detect import Detections, FaceDetector
-from udfs.embed import FaceEmbedder, fuse_embeddings
+from udfs.embed import MIRROR, FaceEmbedder, MirroredEmbedder, fuse_embeddings
+from udfs.face_quality import measure_quality
+from udfs.face_quality_rule import QualityRule
 from udfs.models import ModelSpec, cache_key, get_cached
-from udfs.quality import QualityRule, measure_quality
 
 logger = logging.getLogger(__name__)
 
@@ -300,27 +301,30 @@ def build_pipeline(
     detector_spec: ModelSpec,
     recogniser_specs: Sequence[ModelSpec],
     *,
-    detect_size: int = 320,
+    detect_size: int,
+    batch_size: int,
+    flip_tta: bool | Sequence[bool],
     score_threshold: float = 0.6,
     nms_iou: float = 0.3,
     threads: int = 1,
-    batch_size: int = 64,
     detect_batch_size: int | None = None,
-    flip_tta: bool | Sequence[bool] = False,
     quality_rule: QualityRule | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     align_method: AlignMethod = "lstsq",
     fusion_weights: Sequence[float] | None = None,
+    mirrored: Sequence[str] = (),
     cached: bool = True,
 ) -> FacePipeline:
     """Build a `FacePipeline` from plain values, once per Python worker when ``cached``.
 
     This is what a Spark UDF factory calls on the executor: every argument is a plain, picklable value
     chosen on the driver, and the cache key covers all of them, so tasks reusing a worker reuse its models.
+    The settings production chooses (detector size, batch size, flip TTA: ``extract`` in ``conf/base.yaml``)
+    have no default here, so a caller cannot silently run another extraction than the one it means.
 
     Args:
         models_dir: Directory holding the model files.
-        detector_spec: Detector registry entry (normally ``DEFAULT_MODELS["yunet_dynamic"]``).
+        detector_spec: Detector registry entry (``models.detector`` of the configuration).
         recogniser_specs: Recogniser entries; the first fills each face's ``embedding``.
         detect_size: Detector letterbox side (multiple of 32).
         score_threshold: Detector score threshold.
@@ -334,12 +338,18 @@ def build_pipeline(
         max_pixels: Decode limit.
         align_method: Similarity fit, ``"lstsq"`` or ``"lmeds"``.
         fusion_weights: Per recogniser, its weight in the fused ``embedding`` (None: the first one's).
+        mirrored: Recognisers (by name) that also embed each mirrored crop, as ``<name>~mirror`` in each face's
+            ``embeddings`` (:class:`udfs.embed.MirroredEmbedder`).
         cached: Reuse a pipeline built with the same arguments in this process.
     """
     rule = quality_rule or QualityRule()
     flips = (flip_tta,) * len(recogniser_specs) if isinstance(flip_tta, bool) else tuple(bool(f) for f in flip_tta)
     if len(flips) != len(recogniser_specs):
         raise ValueError(f"{len(flips)} flip_tta settings for {len(recogniser_specs)} recognisers")
+    mirrors = tuple(sorted(set(mirrored)))
+    unknown = set(mirrors) - {s.name for s in recogniser_specs}
+    if unknown:
+        raise ValueError(f"mirrored recognisers {sorted(unknown)} are not among the pipeline's")
 
     def factory() -> FacePipeline:
         detector = FaceDetector(
@@ -355,6 +365,10 @@ def build_pipeline(
             spec.name: FaceEmbedder(spec, models_dir, threads=threads, batch_size=batch_size, flip_tta=flip)
             for spec, flip in zip(recogniser_specs, flips, strict=True)
         }
+        for spec in recogniser_specs:
+            if spec.name in mirrors:
+                embedders[spec.name + MIRROR] = MirroredEmbedder(spec, models_dir, threads=threads,
+                                                                  batch_size=batch_size, flip_tta=False)
         return FacePipeline(detector, embedders, rule, max_pixels, batch_size, align_method, fusion_weights)
 
     if not cached:
@@ -362,6 +376,6 @@ def build_pipeline(
     key = cache_key(
         detector_spec, threads, Path(models_dir), *(s.model_id for s in recogniser_specs), detect_size,
         score_threshold, nms_iou, batch_size, detect_batch_size, flips, rule, max_pixels, align_method,
-        fusion_weights,
+        fusion_weights, mirrors,
     )  # fmt: skip
     return get_cached(key, factory)

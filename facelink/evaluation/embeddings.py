@@ -1,16 +1,16 @@
 """Embeddings of a labelled set under every extraction variant an evaluation compares, cached in the lake.
 
-A *variant* is (recogniser, flip TTA, detector size). The ``faces`` table holds one row set per model id,
-and flip TTA or the detector size do not change the model id, so variants cannot all live in ``faces``.
-The evaluation therefore runs its own pass over the set's rows of the ``photos`` table: one Spark
-``mapInPandas`` pass per detector size, with the production :class:`udfs.pipeline.FacePipeline` holding every
-recogniser, and a second time on the mirrored crop those with a flip TTA variant. Detection and alignment are
-shared, and the flip TTA embedding is ``l2(l2(plain) + l2(mirrored))``, what :class:`udfs.embed.FaceEmbedder`
-computes with ``flip_tta`` (up to float rounding from batching). Each pass writes the primary face of every
-photo to Parquet under ``<lake>/evaluation/embeddings/<settings hash>/`` and later runs only add photos not
-there yet, so the whole of lfw_dev is extracted once per detector size.
+A *variant* is (recogniser, flip TTA, detector size). The ``faces`` table holds one row set per model id, and flip TTA
+or the detector size do not change the model id, so variants cannot all live in ``faces``. The evaluation therefore
+runs its own pass over the set's rows of the ``photos`` table: one Spark ``mapInPandas`` pass per detector size, with
+the production extraction UDF (:mod:`facelink.extraction`, ``output="primary"``) holding every recogniser, and a
+second time on the mirrored crop those with a flip TTA variant. Detection and alignment are shared, and the flip TTA
+embedding is ``l2(l2(plain) + l2(mirrored))``, what :class:`udfs.embed.FaceEmbedder` computes with ``flip_tta`` (up to
+float rounding from batching). Each pass writes the primary face of every photo to Parquet under
+``<lake>/evaluation/embeddings/<settings hash>/`` and later runs only add photos not there yet, so the whole of
+lfw_dev is extracted once per detector size.
 
-The configured pipeline also runs for real (``jobs.extract`` into ``faces``), and
+The configured pipeline also runs for real (:func:`facelink.extraction.run.extract_faces` into ``faces``), and
 :func:`check_against_faces` asserts that its embeddings equal the cached variant with the configured
 settings, so the figures of the configured ("default") scoring are those of the production pipeline.
 """
@@ -22,44 +22,29 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from facelink.config import Config
 from facelink.evaluation import EvaluationError
 from facelink.evaluation.dataset import LabelledSet
-from facelink.models import model_spec, recogniser_id
-from facelink.tables import read_table
-from jobs.extract import ExtractSettings
-from udfs.embed import FaceEmbedder, fuse_embeddings
-from udfs.models import ModelSpec
+from facelink.extraction.settings import ExtractSettings, build_extraction_pipeline
+from facelink.extraction.udf import PRIMARY_SCHEMA, make_extract_fn
+from facelink.lake.tables import read_table
+from facelink.registry import Recogniser, model_spec, recogniser_id
+from udfs.embed import MIRROR, fuse_embeddings
 
 log = logging.getLogger(__name__)
 
-#: Suffix of the embedder that sees the mirrored crop.
-MIRROR = "~mirror"
 #: Largest difference tolerated between a cached embedding and the ``faces`` table's (flip TTA computed
 #: in one ONNX call or two differs by ~1e-6).
 FACES_TOLERANCE = 1e-3
-
-PASS_SCHEMA = T.StructType([
-    T.StructField("record_id", T.StringType()),
-    T.StructField("photo_id", T.StringType()),
-    T.StructField("status", T.StringType()),
-    T.StructField("n_faces", T.IntegerType()),
-    T.StructField("det_score", T.FloatType()),
-    T.StructField("quality_ok", T.BooleanType()),
-    T.StructField("inter_eye_px", T.FloatType()),
-    T.StructField("sharpness", T.FloatType()),
-    T.StructField("embeddings", T.MapType(T.StringType(), T.ArrayType(T.FloatType()))),
-])
 
 
 @dataclass(frozen=True, order=True)
@@ -75,86 +60,26 @@ class Variant:
         return f"{self.recogniser}{'+flip' if self.flip_tta else ''}@{self.detect_size}"
 
 
-class MirroredEmbedder(FaceEmbedder):
-    """A :class:`FaceEmbedder` that embeds the horizontal mirror of each aligned crop."""
-
-    def embed(self, crops_bgr: np.ndarray) -> np.ndarray:
-        return super().embed(np.ascontiguousarray(crops_bgr[:, :, ::-1]))
-
-
-@dataclass(frozen=True)
-class PassSettings:
-    """Plain values of one extraction pass, handed from the driver to the executors."""
-
-    base: ExtractSettings
-    recognisers: tuple[ModelSpec, ...]
-    mirrored: tuple[str, ...]  # recognisers that also embed the mirrored crop (a flip TTA variant needs it)
-
-    @classmethod
-    def from_config(cls, cfg: Config, detect_size: int, recognisers: Sequence[str],
-                    mirrored: Sequence[str]) -> PassSettings:
-        base = replace(ExtractSettings.from_config(cfg), detect_size=detect_size, flip_tta=False)
-        return cls(base, tuple(model_spec(cfg, r) for r in sorted(set(recognisers))), tuple(sorted(set(mirrored))))
-
-    def cache_key(self) -> str:
-        """Hash of every setting that changes the output (not threads, batch size or the models folder)."""
-        b = self.base
-        content = {
-            "detector": b.detector.model_id, "recognisers": [r.model_id for r in self.recognisers],
-            "mirrored": list(self.mirrored), "detect_size": b.detect_size, "score_threshold": b.score_threshold,
-            "nms_iou": b.nms_iou, "align_method": b.align_method, "max_pixels": b.max_pixels,
-            "quality": b.quality, "format": 2,
-        }
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+def pass_settings(cfg: Config, detect_size: int, recognisers: Sequence[str],
+                  mirrored: Sequence[str]) -> ExtractSettings:
+    """The extraction of one pass: the configured one at ``detect_size``, every recogniser of the pass without
+    flip TTA or fusion, ``mirrored`` ones also on the mirrored crop, one primary-face row per photo."""
+    specs = tuple(model_spec(cfg, r) for r in sorted(set(recognisers)))
+    members = Recogniser("evaluation-pass", specs, (1.0 / len(specs),) * len(specs))
+    return replace(ExtractSettings.from_config(cfg), recogniser=members, detect_size=detect_size, flip_tta=False,
+                   output="primary", mirrored=tuple(sorted(set(mirrored))))
 
 
-def _build_pass_pipeline(settings: PassSettings) -> Any:
-    """The pass's pipeline, built once per Python worker (runs on executors)."""
-    from udfs.detect import FaceDetector
-    from udfs.models import get_cached
-    from udfs.pipeline import FacePipeline
-    from udfs.quality import QualityRule
-
-    b = settings.base
-
-    def factory() -> FacePipeline:
-        detector = FaceDetector(b.detector, b.models_dir, b.detect_size, b.score_threshold, b.nms_iou,
-                                threads=b.threads, max_batch=b.detect_batch_size)
-        embedders: dict[str, FaceEmbedder] = {}
-        for spec in settings.recognisers:
-            embedders[spec.name] = FaceEmbedder(spec, b.models_dir, threads=b.threads, batch_size=b.batch_size)
-            if spec.name in settings.mirrored:
-                embedders[spec.name + MIRROR] = MirroredEmbedder(
-                    spec, b.models_dir, threads=b.threads, batch_size=b.batch_size
-                )
-        return FacePipeline(detector, embedders, QualityRule(**b.quality), b.max_pixels, b.batch_size,
-                            b.align_method)  # type: ignore[arg-type]
-
-    return get_cached(f"evaluation-pass|{settings.cache_key()}|threads={b.threads}", factory)
-
-
-def make_pass_fn(settings: PassSettings) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function of a pass: photo rows in, one primary-face row per photo out."""
-
-    def run_pass(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import cv2
-
-        cv2.setNumThreads(settings.base.threads)
-        pipeline = _build_pass_pipeline(settings)
-        for batch in batches:
-            results = pipeline.process_batch([bytes(c) for c in batch["content"]])
-            rows: list[tuple[Any, ...]] = []
-            for rid, pid, result in zip(batch["record_id"], batch["photo_id"], results, strict=True):
-                face = result.primary
-                if face is None:
-                    rows.append((rid, pid, result.status, 0, None, False, None, None, None))
-                    continue
-                embs = {k: np.asarray(v, np.float32).tolist() for k, v in face["embeddings"].items()}
-                rows.append((rid, pid, "ok", len(result.faces), float(face["det_score"]), bool(face["quality_ok"]),
-                             float(face["inter_eye_px"]), float(face["sharpness"]), embs))
-            yield pd.DataFrame.from_records(rows, columns=PASS_SCHEMA.fieldNames())
-
-    return run_pass
+def pass_cache_key(settings: ExtractSettings) -> str:
+    """Hash of every setting of a pass that changes the output (not threads, batch size or the models folder)."""
+    content = {
+        "detector": settings.detector.model_id, "recognisers": [r.model_id for r in settings.recogniser.members],
+        "mirrored": list(settings.mirrored), "detect_size": settings.detect_size,
+        "score_threshold": settings.score_threshold, "nms_iou": settings.nms_iou,
+        "align_method": settings.align_method, "max_pixels": settings.max_pixels, "quality": asdict(settings.quality),
+        "format": 2,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -220,8 +145,8 @@ def extract_variants(spark: SparkSession, cfg: Config, labelled: LabelledSet, va
         "record_id", "photo_id", "content"
     )
     for size, (recognisers, mirrored) in sorted(passes_for(wanted).items()):
-        settings = PassSettings.from_config(cfg, size, recognisers, mirrored)
-        cache_dir = f"{cache_root.rstrip('/')}/{settings.cache_key()}"
+        settings = pass_settings(cfg, size, recognisers, mirrored)
+        cache_dir = f"{cache_root.rstrip('/')}/{pass_cache_key(settings)}"
         store.cache_dirs[size] = cache_dir
         rows = _run_pass(spark, photos, settings, cache_dir, cfg.extract.photos_per_partition)
         _fill(store, rows.join(F.broadcast(set_ids), "record_id", how="inner").toPandas(), size,
@@ -229,7 +154,7 @@ def extract_variants(spark: SparkSession, cfg: Config, labelled: LabelledSet, va
     return store
 
 
-def _run_pass(spark: SparkSession, photos: DataFrame, settings: PassSettings, cache_dir: str,
+def _run_pass(spark: SparkSession, photos: DataFrame, settings: ExtractSettings, cache_dir: str,
               per_task: int) -> DataFrame:
     cached = _read_parquet(spark, cache_dir)
     pending = photos if cached is None else photos.join(
@@ -239,22 +164,22 @@ def _run_pass(spark: SparkSession, photos: DataFrame, settings: PassSettings, ca
     try:
         n = pending.count()
         if n:
-            log.info("evaluation pass %s at %d: extracting %d photos", settings.cache_key(),
-                     settings.base.detect_size, n)
+            log.info("evaluation pass %s at %d: extracting %d photos", pass_cache_key(settings),
+                     settings.detect_size, n)
             started = time.perf_counter()
             (
                 pending.repartition(max(1, math.ceil(n / per_task)), "photo_id")
-                .mapInPandas(make_pass_fn(settings), schema=PASS_SCHEMA)
+                .mapInPandas(make_extract_fn(settings), schema=PRIMARY_SCHEMA)
                 .write.mode("append").parquet(cache_dir)
             )
-            log.info("evaluation pass %s: %d photos in %.0f s", settings.cache_key(), n,
+            log.info("evaluation pass %s: %d photos in %.0f s", pass_cache_key(settings), n,
                      time.perf_counter() - started)
         else:
-            log.info("evaluation pass %s at %d: every photo cached", settings.cache_key(), settings.base.detect_size)
+            log.info("evaluation pass %s at %d: every photo cached", pass_cache_key(settings), settings.detect_size)
     finally:
         pending.unpersist()
     out = _read_parquet(spark, cache_dir)
-    return out if out is not None else spark.createDataFrame([], PASS_SCHEMA)
+    return out if out is not None else spark.createDataFrame([], PRIMARY_SCHEMA)
 
 
 def _read_parquet(spark: SparkSession, path: str) -> DataFrame | None:
@@ -264,7 +189,7 @@ def _read_parquet(spark: SparkSession, path: str) -> DataFrame | None:
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(hpath):
         return None
-    return spark.read.schema(PASS_SCHEMA).parquet(path)
+    return spark.read.schema(PRIMARY_SCHEMA).parquet(path)
 
 
 def _fill(store: EmbeddingStore, rows: pd.DataFrame, size: int, variants: Sequence[Variant]) -> None:
@@ -345,10 +270,10 @@ def measure_cost(cfg: Config, variants: Sequence[Variant], photos: Sequence[byte
                  ) -> dict[str, float]:
     """Time the extract job's pipeline for some variants on ``photos``, single-threaded, in this process.
 
-    The pipeline is what ``jobs.extract`` builds for a recogniser made of the variants' models (detection,
-    alignment and quality once, then each member's embedding with its own flip TTA); the variants must share
-    one detector size. The fastest of ``repeats`` timed runs is kept (after one warm-up batch), which is the
-    least disturbed by other load on a shared machine.
+    The pipeline is what :func:`facelink.extraction.settings.build_extraction_pipeline` builds for a recogniser made
+    of the variants' models (detection, alignment and quality once, then each member's embedding with its own flip
+    TTA); the variants must share one detector size. The fastest of ``repeats`` timed runs is kept (after one warm-up
+    batch), which is the least disturbed by other load on a shared machine.
 
     Returns:
         ``<stage>_ms_per_photo`` for decode, detect, align, quality, embed and total, and ``photos``.
@@ -356,20 +281,14 @@ def measure_cost(cfg: Config, variants: Sequence[Variant], photos: Sequence[byte
     Raises:
         ValueError: No variants, or variants at different detector sizes.
     """
-    from udfs.pipeline import build_pipeline
-    from udfs.quality import QualityRule
-
     sizes = {v.detect_size for v in variants}
     if len(sizes) != 1:
         raise ValueError(f"one pipeline runs at one detector size, got {sorted(sizes)}")
     base = ExtractSettings.from_config(cfg, variants[0].recogniser)
-    pipeline = build_pipeline(
-        base.models_dir, base.detector, [model_spec(cfg, v.recogniser) for v in variants],
-        detect_size=variants[0].detect_size, score_threshold=base.score_threshold, nms_iou=base.nms_iou, threads=1,
-        batch_size=base.batch_size, detect_batch_size=base.detect_batch_size,
-        flip_tta=[v.flip_tta for v in variants], quality_rule=QualityRule(**base.quality),
-        max_pixels=base.max_pixels, align_method=base.align_method, cached=False,  # type: ignore[arg-type]
-    )
+    members = Recogniser("measured", tuple(model_spec(cfg, v.recogniser) for v in variants),
+                         (1.0 / len(variants),) * len(variants), tuple(v.flip_tta for v in variants))
+    settings = replace(base, recogniser=members, detect_size=variants[0].detect_size, output="primary")
+    pipeline = build_extraction_pipeline(settings, threads=1, cached=False)
     pipeline.process_batch(list(photos[:8]))
     best: dict[str, float] | None = None
     for _ in range(max(1, repeats)):

@@ -122,7 +122,8 @@ def calibration_rows(config: str, c: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def fpir_check_rows(config: str, check: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Observed FPIR at each band and gallery size on held-back folds (:func:`facelink.fpir.heldout_fpir_check`)."""
+    """Observed FPIR at each band and gallery size on held-back folds
+    (:func:`facelink.search.fpir.heldout_fpir_check`)."""
     return [row("calibration", config, f"fpir_observed_{r['band']}_{fpir_label(r['target_fpir'])}"
                 f"@gallery_{r['gallery_size']}", r["observed_fpir"], ci=r["ci"], n=r["searches"])
             for r in check["rows"]]

@@ -43,9 +43,9 @@ from facelink.evaluation.suite import (
     search_matrices,
 )
 from facelink.evaluation.techniques import EvalConfig, as_dict
-from facelink.fpir import format_check_rows, heldout_fpir_check
 from facelink.metrics import threshold_at_fmr
-from facelink.models import extraction_suffix
+from facelink.registry import extraction_suffix
+from facelink.search.fpir import format_check_rows, heldout_fpir_check
 from udfs.embed import fuse_embeddings
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def _fpir_check(inputs: Inputs, configs: Sequence[EvalConfig], out: Outputs) -> 
     """Observed FPIR at each band on identity-disjoint held-back folds, for the production (``default``) scoring.
 
     Photo-level searches, as match and dedup search faces; the model of each fold is fitted on the other folds'
-    people (:func:`facelink.fpir.heldout_fpir_check`). Identities carry the label fixes of the labelled set.
+    people (:func:`facelink.search.fpir.heldout_fpir_check`). Identities carry the label fixes of the labelled set.
     """
     default = next((c for c in configs if c.name == "default"), None)
     if not inputs.bands or default is None:

@@ -1,14 +1,13 @@
-"""Settings of an evaluation run; proposed as the ``evaluation`` configuration section.
+"""Settings of an evaluation run: the defaults below, or those a caller passes (``jobs.evaluate``'s ``run``).
 
-Read from ``cfg.evaluation`` when the configuration has that section, else these defaults.
+They are not part of the pipeline's configuration (``conf/``): an evaluation states what it measured in its
+report, and production jobs never read them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
-
-from facelink.config import Config
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,3 @@ class EvaluationSettings:
         current.update({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         return EvaluationSettings(**current)
 
-
-def evaluation_settings(cfg: Config) -> EvaluationSettings:
-    """``cfg.evaluation`` as :class:`EvaluationSettings`, or the defaults while the configuration lacks it."""
-    section = getattr(cfg, "evaluation", None)
-    if section is None:
-        return EvaluationSettings()
-    names = {f.name for f in fields(EvaluationSettings)}
-    return EvaluationSettings().with_values(**{k: getattr(section, k) for k in names if hasattr(section, k)})

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from facelink.calibration import Calibration, fit_calibration
 from facelink.errors import InputError
 from facelink.evaluation.dataset import LabelledSet, data_digest
 from facelink.evaluation.embeddings import EmbeddingStore, Variant
@@ -33,6 +32,7 @@ from facelink.evaluation.techniques import (
 )
 from facelink.lfw import read_pairs
 from facelink.sample import SIZES, SampleSizes, build_sample
+from facelink.search.calibration import Calibration, fit_calibration
 
 log = logging.getLogger(__name__)
 

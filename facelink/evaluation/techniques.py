@@ -8,7 +8,7 @@ alone on top of it, the configured default and everything combined, so one run m
 
 Order of operations for one pair of records: per recogniser, photo scores (cosine) reduced over the
 records' photos by the template rule; then the recognisers' scores fused as the sum of ``-log10 FMR``
-(:func:`facelink.calibration.fuse_scores_fmr`), or their weighted mean (``linear``: what production's fused
+(:func:`facelink.search.calibration.fuse_scores_fmr`), or their weighted mean (``linear``: what production's fused
 recogniser computes, :func:`udfs.embed.fuse_embeddings`); then cohort normalisation of the fused score.
 
 The ``default`` configuration is what the production jobs do with the configuration given: the configured
@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facelink.calibration import Calibration, cohort_normalise, fuse_scores_fmr
 from facelink.config import Config
 from facelink.evaluation.embeddings import EmbeddingStore, Variant, l2_rows
-from facelink.models import recogniser
+from facelink.registry import recogniser
+from facelink.search.calibration import Calibration, cohort_normalise, fuse_scores_fmr
 from udfs.embed import fuse_embeddings
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class ScoringConf:
             its mates or duplicates).
         cohort_size: Gallery records after those forming the cohort (the next best: an adaptive cohort).
         gallery_quality_filter: Search only the searched records' photos whose face passes the quality rule,
-            as production's gallery does (:func:`facelink.gallery.searchable_faces`): a record left with none
+            as production's gallery does (:func:`facelink.index.gallery.searchable_faces`): a record left with none
             cannot be found.
     """
 

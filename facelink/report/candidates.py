@@ -14,8 +14,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.tables import read_table
 from facelink.report.data import QUALITY_FIELDS, ClusterItem, FaceSide, PairItem
-from facelink.tables import read_table
 
 FaceKey = tuple[str, int]
 

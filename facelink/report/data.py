@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.lake.tables import read_table, table_exists
 from facelink.rates import format_rate
-from facelink.tables import read_table, table_exists
 
 #: Face quality measurements shown for each side of a candidate, with their display names and units.
 QUALITY_FIELDS = (
