@@ -34,7 +34,13 @@ ENV_VARS = {
     "FACELINK_DATA_DIR": "paths.data_dir",
     "FACELINK_JARS_DIR": "paths.jars_dir",
     "FACELINK_AUDIT_PSEUDONYM_KEY": "audit.pseudonym_key",
+    "FACELINK_S3_ACCESS_KEY_ID": "lake.s3.access_key_id",
+    "FACELINK_S3_SECRET_ACCESS_KEY": "lake.s3.secret_access_key",
+    "FACELINK_S3_SESSION_TOKEN": "lake.s3.session_token",
 }
+#: Keys that only their environment variable may set: never a configuration file or a ``--set`` override
+#: (files are shared and versioned, command lines show in process listings).
+ENV_ONLY_KEYS = ("lake.s3.access_key_id", "lake.s3.secret_access_key", "lake.s3.session_token")
 CONF_DIR_VAR = "FACELINK_CONF_DIR"
 #: An identity the orchestrator passes to a job (a reviewer signed in to it); trusted only where
 #: ``review.trust_orchestrator_identity`` is true, and always recorded beside the OS account.
@@ -55,8 +61,39 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class LakeS3Conf:
+    """How the driver, the executors and Spark's s3a reach an S3-compatible object store (``s3a://`` URIs).
+
+    ``facelink.lake.fs`` turns it into the ``spark.hadoop.fs.s3a.*`` settings of the session and into the
+    pyarrow filesystem of every non-Delta artefact, so both reach the lake the same way. It is a plain frozen
+    value: jobs pass it to executors, which never read configuration files.
+
+    Attributes:
+        endpoint: ``host[:port]`` of the store; ``""`` = AWS S3's endpoint for ``region``.
+        region: the signing region (most S3-compatible servers accept ``us-east-1``).
+        path_style_access: ``http://host/bucket/key`` instead of ``http://bucket.host/key`` (most non-AWS stores).
+        ssl: HTTPS to the endpoint; false only on a trusted network or loopback.
+        credentials: ``default``: the AWS default chain (``AWS_*`` variables, profile, web identity, container
+            or instance role), resolved by each process; ``static``: the keys below; ``anonymous``: no signing.
+        access_key_id: secret, only from ``FACELINK_S3_ACCESS_KEY_ID`` (with ``credentials: static``).
+        secret_access_key: secret, only from ``FACELINK_S3_SECRET_ACCESS_KEY``.
+        session_token: secret, only from ``FACELINK_S3_SESSION_TOKEN`` (temporary credentials).
+    """
+
+    endpoint: str = ""
+    region: str = "us-east-1"
+    path_style_access: bool = False
+    ssl: bool = True
+    credentials: Literal["default", "static", "anonymous"] = "default"
+    access_key_id: str = field(default="", repr=False)
+    secret_access_key: str = field(default="", repr=False)
+    session_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class LakeConf:
     root: str = "./lake"
+    s3: LakeS3Conf = field(default_factory=LakeS3Conf)
 
 
 @dataclass(frozen=True)
@@ -338,14 +375,40 @@ def load_config(env: str = "local", overrides: Sequence[str] = (), conf_dir: str
     if not env_file.is_file():
         raise ConfigError(f"env: no configuration file {env_file} for environment {env!r}")
     _deep_merge(data, _read_yaml(env_file))
+    _refuse_env_only(data, f"{cdir}/base.yaml or {env_file.name}")
     data["env"] = env
     data.setdefault("base_dir", str(cdir.resolve().parent))
     for var, key in ENV_VARS.items():
         if os.environ.get(var):
-            _apply_override(data, f"{key}={os.environ[var]}")
+            if key in ENV_ONLY_KEYS:
+                _set_raw(data, key, os.environ[var])  # a secret is a string as given, never parsed as YAML
+            else:
+                _apply_override(data, f"{key}={os.environ[var]}")
     for item in overrides:
+        probe: dict[str, Any] = {}
+        _apply_override(probe, item)
+        _refuse_env_only(probe, f"override {item.split('=', 1)[0]}")
         _apply_override(data, item)
     return _build_config(data)
+
+
+def _set_raw(data: dict[str, Any], key: str, value: str) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _refuse_env_only(data: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError when ``data`` sets a key of :data:`ENV_ONLY_KEYS` to a non-empty value."""
+    env_of = {key: var for var, key in ENV_VARS.items()}
+    for key in ENV_ONLY_KEYS:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node not in (None, ""):
+            raise ConfigError(f"{key}: a secret, set only by the environment variable {env_of[key]} (found in {where})")
 
 
 def to_dict(cfg: Any) -> Any:
@@ -434,11 +497,22 @@ def _validate(cfg: Config) -> None:
     for key, value in (("index.threads", cfg.index.threads), ("index.search_threads", cfg.index.search_threads)):
         if value < 1:
             raise ConfigError(f"{key}: expected an integer >= 1")
+    _validate_lake(cfg.lake)
     _validate_models(cfg.models)
     try:
         re.compile(cfg.ingest.record_id_pattern)
     except re.error as exc:
         raise ConfigError(f"ingest.record_id_pattern: not a valid regular expression: {exc}") from exc
+
+
+def _validate_lake(lake: LakeConf) -> None:
+    s3 = lake.s3
+    if "://" in s3.endpoint or "/" in s3.endpoint:
+        raise ConfigError(f"lake.s3.endpoint: expected host[:port] (lake.s3.ssl chooses https or http), "
+                          f"got {s3.endpoint!r}")
+    if s3.credentials == "static" and not (s3.access_key_id and s3.secret_access_key):
+        raise ConfigError("lake.s3.credentials: static credentials need FACELINK_S3_ACCESS_KEY_ID and "
+                          "FACELINK_S3_SECRET_ACCESS_KEY in the environment")
 
 
 def _validate_models(models: ModelsConf) -> None:

@@ -68,3 +68,32 @@ def test_relative_paths_resolve_against_the_repo(tmp_path: Path) -> None:
     cfg = load_config("local", [f"lake.root={tmp_path}"])
     assert cfg.lake_root == str(tmp_path)
     assert Path(cfg.resolve(cfg.paths.jars_dir)).name == ".jars"
+
+
+def test_object_store_credentials_come_only_from_the_environment(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"lake\.s3\.secret_access_key: a secret, set only by the "
+                                          r"environment variable FACELINK_S3_SECRET_ACCESS_KEY"):
+        load_config("local", ["lake.s3.secret_access_key=abc"])
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "base.yaml").write_text((Path(__file__).parents[1] / "conf" / "base.yaml").read_text())
+    (conf / "site.yaml").write_text("lake:\n  s3:\n    access_key_id: AKIA\n")
+    with pytest.raises(ConfigError, match=r"lake\.s3\.access_key_id: a secret, .*found in .*site\.yaml"):
+        load_config("site", conf_dir=conf)
+    with pytest.raises(ConfigError, match="static credentials need FACELINK_S3_ACCESS_KEY_ID"):
+        load_config("local", ["lake.s3.credentials=static"])
+    # taken as given: never parsed as YAML (0123 is not 83, "yes" is not true)
+    monkeypatch.setenv("FACELINK_S3_ACCESS_KEY_ID", "0123")
+    monkeypatch.setenv("FACELINK_S3_SECRET_ACCESS_KEY", "yes")
+    cfg = load_config("local", ["lake.s3.credentials=static", "lake.s3.endpoint=127.0.0.1:9000"])
+    assert (cfg.lake.s3.access_key_id, cfg.lake.s3.secret_access_key) == ("0123", "yes")
+    masked = masked_dict(cfg)["lake"]["s3"]
+    assert masked["access_key_id"] == masked["secret_access_key"] == masked["session_token"] == "***"
+    assert "yes" not in repr(cfg)
+    assert cfg.with_overrides(["match.k=3"]).lake.s3 == cfg.lake.s3
+
+
+def test_object_store_endpoint_is_host_and_port() -> None:
+    with pytest.raises(ConfigError, match=r"lake\.s3\.endpoint: expected host"):
+        load_config("local", ["lake.s3.endpoint=http://127.0.0.1:9000"])
