@@ -7,7 +7,7 @@ SIZE ?= small
 .PHONY: help setup test lint sample-data demo bench dist airflow-setup airflow-test cluster-test clean
 
 help:
-	@echo "make setup        the virtualenv with the pinned packages, the Delta jars, and Airflow in .airflow-venv (needs Python 3.11, Java 17+, Maven)"
+	@echo "make setup        the virtualenv with the pinned packages, the Delta and s3a jars, the test S3 server, and Airflow in .airflow-venv (needs Python 3.11, Java 17+, Maven, Go)"
 	@echo "make test         the whole test suite, the Airflow and standalone-cluster tests included"
 	@echo "make lint         ruff, mypy and the import rules of docs/architecture.md (scripts/check_imports.py)"
 	@echo "make sample-data  build the demo archive from lfw_dev (SIZE=small|full)"
@@ -22,7 +22,7 @@ setup:
 	bash scripts/setup.sh
 	bash scripts/airflow_setup.sh
 
-# Every test, the `airflow` and `cluster` markers included (each starts its own servers on 127.0.0.1 and stops
+# Every test, the `airflow`, `cluster` and `objectstore` markers included (each starts its own servers on 127.0.0.1 and stops
 # them); the slowest ones are listed at the end.
 test:
 	$(PY) -m pytest -q --durations=12
