@@ -1,4 +1,4 @@
-"""The one place a SparkSession is built: Delta Lake from local jars, Arrow settings, local defaults."""
+"""The one place a SparkSession is built: Delta Lake (and s3a) from local jars, Arrow settings, local defaults."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from pyspark.sql import SparkSession
 
 from facelink.config import Config
 from facelink.errors import SetupError
+from facelink.lake.fs import s3a_hadoop_settings
 
 log = logging.getLogger(__name__)
 
 DELTA_JAR_GLOBS = ("delta-spark_*.jar", "delta-storage-*.jar")
+#: hadoop-aws and the AWS SDK modules it needs, fetched by ``make setup`` (scripts/s3a-jars.pom.xml).
+S3A_JARS_SUBDIR = "s3a"
 
 
 def delta_jars(jars_dir: str) -> list[str]:
@@ -30,6 +33,27 @@ def delta_jars(jars_dir: str) -> list[str]:
         if not matches:
             raise SetupError(f"no {pattern} in {jars_dir}: run `make setup` (it fetches the Delta jars with Maven)")
         found.append(matches[-1])
+    return found
+
+
+def uses_s3a(cfg: Config) -> bool:
+    """Whether the session must reach ``s3a://``: the lake is there, or ingest may read photos from there."""
+    return cfg.lake_root.startswith("s3a://") or "s3a" in cfg.ingest.allowed_schemes
+
+
+def s3a_jars(jars_dir: str) -> list[str]:
+    """Local paths of the s3a jars (``<jars_dir>/s3a/*.jar``) fetched by ``make setup``.
+
+    They sit in their own folder and join the session only when :func:`uses_s3a`: 36 jars (13 MB) that a local
+    lake never loads.
+
+    Raises:
+        SetupError: the folder holds no hadoop-aws jar.
+    """
+    folder = Path(jars_dir) / S3A_JARS_SUBDIR
+    found = sorted(glob.glob(str(folder / "*.jar")))
+    if not any(Path(jar).name.startswith("hadoop-aws-") for jar in found):
+        raise SetupError(f"no hadoop-aws jar in {folder}: run `make setup` (it fetches the s3a jars with Maven)")
     return found
 
 
@@ -61,6 +85,8 @@ def session_settings(cfg: Config) -> dict[str, str]:
         # Python workers run the driver's interpreter (the project virtualenv) unless a cluster says otherwise.
         "spark.pyspark.python": sys.executable,
     }
+    if uses_s3a(cfg):
+        settings.update(s3a_hadoop_settings(cfg.lake.s3))
     if not cfg.spark.master:
         # spark-submit decides the master, and the application's name too (--name, as each Airflow task sets it).
         del settings["spark.app.name"]
@@ -74,7 +100,8 @@ def build_session(cfg: Config) -> SparkSession:
     The Delta jars are given as local paths from ``paths.jars_dir``: nothing is downloaded at run time.
     On a cluster, ``spark.master`` may be empty so that ``spark-submit --master`` decides.
     """
-    jars = delta_jars(cfg.resolve(cfg.paths.jars_dir))
+    jars_dir = cfg.resolve(cfg.paths.jars_dir)
+    jars = delta_jars(jars_dir) + (s3a_jars(jars_dir) if uses_s3a(cfg) else [])
     # pyspark takes the Python UDF workers' interpreter from this variable (SparkContext.pythonExec), not
     # from spark.pyspark.python: without it local workers start the system python3, which lacks our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # noqa: TID251 - writes, does not read, config
@@ -86,5 +113,6 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    log.info("spark session %s (%s) with %s", spark.version, spark.sparkContext.master, ", ".join(jars))
+    log.info("spark session %s (%s) with %s", spark.version, spark.sparkContext.master,
+             ", ".join(Path(jar).name for jar in jars))
     return spark
