@@ -1,0 +1,1 @@
+"""The lake: where facelink's tables and artefacts live, and how every process reaches it (``fs``)."""
