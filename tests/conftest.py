@@ -14,6 +14,7 @@ from facelink.config import Config, load_config
 from facelink.sample import SampleSizes, build_sample
 from facelink.session import build_session
 from tests.paths import LFW_DIR
+from tests.s3_server import S3Server, running_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +67,10 @@ def pipeline_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
     with (sample / "truth.csv").open() as fh:
         truth = {r["record_id"]: r for r in csv.DictReader(fh)}
     return PipelineLake(cfg, sample, truth, results)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server on 127.0.0.1 (tests/s3_server.py) for the whole run, stopped at its end."""
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
