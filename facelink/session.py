@@ -10,15 +10,21 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from facelink.config import Config
+from facelink.config import Config, LakeS3Conf
 from facelink.errors import SetupError
-from facelink.lake.fs import s3a_hadoop_settings
 
 log = logging.getLogger(__name__)
 
 DELTA_JAR_GLOBS = ("delta-spark_*.jar", "delta-storage-*.jar")
 #: hadoop-aws and the AWS SDK modules it needs, fetched by ``make setup`` (scripts/s3a-jars.pom.xml).
 S3A_JARS_SUBDIR = "s3a"
+#: ``lake.s3.credentials`` -> the s3a credentials provider (``static+token``: static keys with a session token).
+S3A_PROVIDERS = {
+    "default": "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
+    "static": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    "static+token": "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider",
+    "anonymous": "org.apache.hadoop.fs.s3a.AnonymousAWSCredentialsProvider",
+}
 
 
 def delta_jars(jars_dir: str) -> list[str]:
@@ -44,7 +50,7 @@ def uses_s3a(cfg: Config) -> bool:
 def s3a_jars(jars_dir: str) -> list[str]:
     """Local paths of the s3a jars (``<jars_dir>/s3a/*.jar``) fetched by ``make setup``.
 
-    They sit in their own folder and join the session only when :func:`uses_s3a`: 36 jars (13 MB) that a local
+    They sit in their own folder and join the session only when :func:`uses_s3a`: 37 jars (13 MB) that a local
     lake never loads.
 
     Raises:
@@ -55,6 +61,27 @@ def s3a_jars(jars_dir: str) -> list[str]:
     if not any(Path(jar).name.startswith("hadoop-aws-") for jar in found):
         raise SetupError(f"no hadoop-aws jar in {folder}: run `make setup` (it fetches the s3a jars with Maven)")
     return found
+
+
+def s3a_hadoop_settings(s3: LakeS3Conf) -> dict[str, str]:
+    """The ``spark.hadoop.fs.s3a.*`` settings that make Spark reach the store as ``facelink.lake.fs.LakeFs`` does."""
+    prefix = "spark.hadoop.fs.s3a."
+    settings = {
+        "endpoint.region": s3.region,
+        "path.style.access": str(s3.path_style_access).lower(),
+        "connection.ssl.enabled": str(s3.ssl).lower(),
+    }
+    if s3.endpoint:
+        settings["endpoint"] = f"{'https' if s3.ssl else 'http'}://{s3.endpoint}"
+    if s3.credentials == "static":
+        settings["access.key"] = s3.access_key_id
+        settings["secret.key"] = s3.secret_access_key
+        if s3.session_token:
+            settings["session.token"] = s3.session_token
+        settings["aws.credentials.provider"] = S3A_PROVIDERS["static+token" if s3.session_token else "static"]
+    else:
+        settings["aws.credentials.provider"] = S3A_PROVIDERS[s3.credentials]
+    return {prefix + key: value for key, value in settings.items()}
 
 
 def session_settings(cfg: Config) -> dict[str, str]:

@@ -6,8 +6,8 @@ over ``pyarrow.fs``: pyarrow is already a dependency, its ``S3FileSystem`` (the 
 a scheme and path-style addressing, and it runs the same in the driver and in Python workers without a JVM.
 fsspec with s3fs would add aiobotocore and botocore for the same reach.
 
-Both reach the store from one :class:`~facelink.config.LakeS3Conf`: :func:`s3a_hadoop_settings` turns it
-into Spark's ``spark.hadoop.fs.s3a.*`` settings and :class:`LakeFs` into pyarrow's options. A ``LakeFs`` pickles
+Both reach the store from one :class:`~facelink.config.LakeS3Conf`: ``facelink.session.s3a_hadoop_settings``
+turns it into Spark's ``spark.hadoop.fs.s3a.*`` settings and :class:`LakeFs` into pyarrow's options. A ``LakeFs`` pickles
 as that frozen value alone, so executors rebuild it from plain values, never from a configuration file.
 
 URIs taken (``SUPPORTED_SCHEMES``):
@@ -52,37 +52,8 @@ SEGMENT_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._=-]+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
-S3A_PROVIDERS = {
-    "default": "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
-    "static": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-    "static+token": "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider",
-    "anonymous": "org.apache.hadoop.fs.s3a.AnonymousAWSCredentialsProvider",
-}
-
-
 class UnsupportedLakeUriError(ValueError):
     """A URI whose scheme has no filesystem here, or a relative path."""
-
-
-def s3a_hadoop_settings(s3: LakeS3Conf) -> dict[str, str]:
-    """The ``spark.hadoop.fs.s3a.*`` settings that make Spark reach the store as :class:`LakeFs` does."""
-    prefix = "spark.hadoop.fs.s3a."
-    settings = {
-        "endpoint.region": s3.region,
-        "path.style.access": str(s3.path_style_access).lower(),
-        "connection.ssl.enabled": str(s3.ssl).lower(),
-    }
-    if s3.endpoint:
-        settings["endpoint"] = f"{'https' if s3.ssl else 'http'}://{s3.endpoint}"
-    if s3.credentials == "static":
-        settings["access.key"] = s3.access_key_id
-        settings["secret.key"] = s3.secret_access_key
-        if s3.session_token:
-            settings["session.token"] = s3.session_token
-        settings["aws.credentials.provider"] = S3A_PROVIDERS["static+token" if s3.session_token else "static"]
-    else:
-        settings["aws.credentials.provider"] = S3A_PROVIDERS[s3.credentials]
-    return {prefix + key: value for key, value in settings.items()}
 
 
 def scheme_of(uri: str) -> str:

@@ -1,4 +1,4 @@
-"""Spark and Delta on a real S3-compatible server: a session built from the configuration with an s3a:// lake."""
+"""The session on an s3a:// lake: its fs.s3a.* settings, and Spark with Delta on a real S3-compatible server."""
 
 from __future__ import annotations
 
@@ -10,15 +10,34 @@ from pathlib import Path
 
 import pytest
 
-from facelink.config import load_config
+from facelink.config import LakeS3Conf, load_config
 from facelink.lake.fs import LakeFs
-from facelink.session import session_settings, uses_s3a
+from facelink.session import s3a_hadoop_settings, session_settings, uses_s3a
 from tests.paths import REPO_ROOT
 from tests.s3_server import S3Server
 
-pytestmark = pytest.mark.objectstore
+
+def test_s3a_settings_follow_the_lake_settings() -> None:
+    static = LakeS3Conf(endpoint="127.0.0.1:9000", path_style_access=True, ssl=False, credentials="static",
+                        access_key_id="AK", secret_access_key="SK", session_token="TOK")
+    assert s3a_hadoop_settings(static) == {
+        "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000",
+        "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.hadoop.fs.s3a.access.key": "AK",
+        "spark.hadoop.fs.s3a.secret.key": "SK",
+        "spark.hadoop.fs.s3a.session.token": "TOK",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider",
+    }
+    aws = s3a_hadoop_settings(LakeS3Conf(region="eu-west-1"))
+    assert "spark.hadoop.fs.s3a.endpoint" not in aws
+    assert aws["spark.hadoop.fs.s3a.aws.credentials.provider"] == (
+        "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider")
+    assert not any("key" in k or "token" in k for k in aws)
 
 
+@pytest.mark.objectstore
 def test_a_session_on_an_s3a_lake_writes_and_reads_delta_there(s3_server: S3Server, tmp_path: Path) -> None:
     prefix = "delta-smoke"
     work = tmp_path / "cwd"
@@ -42,6 +61,7 @@ def test_a_session_on_an_s3a_lake_writes_and_reads_delta_there(s3_server: S3Serv
     LakeFs(s3_server.s3_conf).delete(s3_server.uri(prefix))
 
 
+@pytest.mark.objectstore
 def test_s3a_settings_and_credentials_come_from_the_configuration(s3_server: S3Server) -> None:
     cfg = s3_server.config("anything")
     assert uses_s3a(cfg) and cfg.lake.s3 == s3_server.s3_conf

@@ -16,7 +16,6 @@ from facelink.lake.fs import (
     LakeFs,
     UnsupportedLakeUriError,
     join,
-    s3a_hadoop_settings,
     staged_version,
     unpublished_versions,
 )
@@ -57,26 +56,6 @@ def test_unsupported_schemes_and_relative_paths_are_refused() -> None:
         lake_fs.exists("lake/x")
     with pytest.raises(UnsupportedLakeUriError, match="no bucket"):
         lake_fs.exists("s3a:///x")
-
-
-def test_s3a_settings_follow_the_lake_settings() -> None:
-    static = LakeS3Conf(endpoint="127.0.0.1:9000", path_style_access=True, ssl=False, credentials="static",
-                        access_key_id="AK", secret_access_key="SK", session_token="TOK")
-    assert s3a_hadoop_settings(static) == {
-        "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000",
-        "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.hadoop.fs.s3a.access.key": "AK",
-        "spark.hadoop.fs.s3a.secret.key": "SK",
-        "spark.hadoop.fs.s3a.session.token": "TOK",
-        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider",
-    }
-    aws = s3a_hadoop_settings(LakeS3Conf(region="eu-west-1"))
-    assert "spark.hadoop.fs.s3a.endpoint" not in aws
-    assert aws["spark.hadoop.fs.s3a.aws.credentials.provider"] == (
-        "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider")
-    assert not any("key" in k or "token" in k for k in aws)
 
 
 def test_a_lake_fs_pickles_as_its_settings_alone() -> None:
