@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+import tests.s3_server as s3_server_module
 from facelink.config import LakeS3Conf
 from facelink.lake.fs import (
     LakeFs,
@@ -197,3 +198,11 @@ def test_the_s3_server_listens_on_loopback_only(s3_server: S3Server) -> None:
     ports = listening(s3_server.pid)
     assert ("127.0.0.1", s3_server.port) in ports
     assert off_loopback(ports) == set(), f"versitygw listens off loopback: {sorted(ports)}"
+
+
+def test_without_the_built_server_the_tests_say_to_run_make_setup(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_server_module, "VERSITYGW", tmp_path / "absent" / "versitygw")
+    with pytest.raises(pytest.fail.Exception, match=r"run `make setup`"), \
+            s3_server_module.running_s3_server(tmp_path):
+        pass
