@@ -78,9 +78,10 @@ if ! [ -x .tools/bin/versitygw ] || [ "$(.tools/bin/versitygw --version 2>/dev/n
   (export GOPATH="$PWD/.tools/go" GOCACHE="$PWD/.tools/go/cache" GOMODCACHE="$PWD/.tools/go/mod" GOBIN="$PWD/.tools/bin" \
           GOFLAGS="-modcacherw -buildvcs=false -trimpath" GOTOOLCHAIN=local
    go install -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
-     "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION") \
-    || die "could not build github.com/versity/versitygw $VERSITYGW_VERSION with Go"
+     "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION") >.tools/versitygw-build.log 2>&1 \
+    || { tail -n 30 .tools/versitygw-build.log >&2; die "could not build github.com/versity/versitygw $VERSITYGW_VERSION with Go (.tools/versitygw-build.log)"; }
   rm -rf .tools/go
+  echo "setup: versitygw $VERSITYGW_VERSION in .tools/bin"
 fi
 
 .venv/bin/python - <<'PY'
