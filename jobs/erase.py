@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ from pyspark.sql import types as T
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.lake.erasure import Traces, sweep
+from facelink.lake.fs import is_local, lake_fs, lake_uri
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import (
     PERSONAL_TABLES,
@@ -232,8 +234,16 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
     return versions, tuple(sorted(m for m, ok in searchable.items() if not ok))
 
 
-def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str] = ()) -> set[Path]:
-    """Resolved paths of the index and ids files of the version in force of each model (less ``retired``)."""
+def _file_key(uri: str) -> str:
+    """One spelling per file: a local path resolved (links, ``file:``), a remote URI as it is."""
+    if is_local(uri):
+        return os.path.realpath(uri.removeprefix("file://") if uri.startswith("file://") else uri.removeprefix("file:"))
+    return uri.rstrip("/")
+
+
+def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str] = ()) -> set[str]:
+    """The index and ids files of the version in force of each model (less ``retired``), one spelling each
+    (:func:`_file_key`)."""
     if not table_exists(spark, cfg, "index_manifest"):
         return set()
     rows = read_table(spark, cfg, "index_manifest").select(
@@ -245,7 +255,7 @@ def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str
         if r["model_id"] not in latest or key > latest[r["model_id"]]:
             latest[r["model_id"]] = key
     return {
-        Path(p).resolve()
+        _file_key(p)
         for r in rows
         if r["model_id"] not in retired and (r["built_at"], r["index_version"]) == latest[r["model_id"]]
         for p in (r["index_path"], r["ids_path"])
@@ -255,21 +265,26 @@ def index_files_in_force(spark: SparkSession, cfg: Config, retired: Sequence[str
 def purge_index_files(spark: SparkSession, cfg: Config, retired: Sequence[str] = ()) -> int:
     """Delete every file under ``<lake>/indexes`` that no version in force references; return how many.
 
-    Versions that are not in force, files of failed builds and the indexes of ``retired`` models all go.
-    An unchanged partition of the version in force points at an earlier version's folder: that file stays.
+    Versions that are not in force, files of failed or killed builds (unpublished prefixes) and the indexes
+    of ``retired`` models all go. An unchanged partition of the version in force points at an earlier
+    version's prefix: that file stays. Works the same on a local lake and an object store (``LakeFs``).
     """
-    root = Path(cfg.lake_root) / "indexes"
-    if not root.is_dir():
+    lake = lake_fs(cfg)
+    root = lake_uri(cfg, "indexes")
+    files = lake.list_files(root)
+    if not files:
         return 0
     keep = index_files_in_force(spark, cfg, retired)
     removed = 0
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir():
-            if not any(path.iterdir()):
-                path.rmdir()
-        elif path.resolve() not in keep:
-            path.unlink()
+    for uri in files:
+        if _file_key(uri) not in keep:
+            lake.delete(uri)
             removed += 1
+    if is_local(root):  # empty folders left by the deleted versions
+        local_root = _file_key(root)
+        for folder, _, _ in sorted(os.walk(local_root), key=lambda w: w[0].count(os.sep), reverse=True):
+            if folder != local_root and not os.listdir(folder):
+                os.rmdir(folder)
     log.info("removed %d index files no version in force uses", removed)
     return removed
 
@@ -348,7 +363,7 @@ def run(spark: SparkSession, cfg: Config, record_ids: Sequence[str], run_id: str
         versions, retired = rebuild_indexes(spark, cfg, names, run_id)
         removed = purge_index_files(spark, cfg, retired)
         vacuumed = vacuum_tables(spark, cfg, (*PERSONAL_TABLES, "runs"), hours)
-        swept = sweep(cfg.lake_root, traces)
+        swept = sweep(cfg.lake_root, traces, lake_fs(cfg))
         result = EraseResult(run_id, len(ids), len({r for r, _ in photos}), deleted, versions, retired, removed,
                              vacuumed)
         rec.counts.update(records=result.records, records_found=result.records_found,

@@ -7,9 +7,11 @@ exact search for small partitions, IVF for large ones, trained on a seeded sampl
 the driver. recall@10 against exact search is measured on held-back queries and ``nprobe`` is set to reach
 ``index.recall_target``.
 
-Files go to a new versioned folder under the lake; the version is published by appending all its
+Files go to a new versioned prefix under the lake (``facelink.lake.fs.staged_version``, through the lake's
+filesystem seam: a local folder or an object store alike); the version is published by appending all its
 ``index_manifest`` rows in one Delta commit, so readers see a whole version or none, and a build that
-fails midway leaves the previous version in force.
+fails or is killed midway leaves the previous version in force (a killed build leaves an unpublished prefix,
+which no reader follows and ``jobs.erase`` purges). No rename is needed, so object stores work the same.
 
 Incremental mode adds new faces to a partition's trained index without retraining; a partition is rebuilt
 when it grew by more than ``index.rebuild_growth`` since training, when one of its faces left the gallery
@@ -21,12 +23,13 @@ when it grew by more than ``index.rebuild_growth`` since training, when one of i
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -41,6 +44,7 @@ from facelink.index import build as ib
 from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.params import IndexParams, choose_index_params, nprobe_by_score, nprobe_for_recall
 from facelink.index.search import load_ids
+from facelink.lake.fs import LakeFs, join, lake_fs, lake_uri, local_staging, staged_version, worker_cache_dir
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.lake.tables import append, read_table
 from facelink.registry import recogniser_id
@@ -102,7 +106,7 @@ def fill_shards_on_spark(gallery: DataFrame, partition: str, trained: bytes, sha
     return [ib.deserialize(bytes(r["data"])) for r in out.collect()]
 
 
-def build_partition(gallery: DataFrame, partition: str, cfg: Config, out_dir: Path, seed: int) -> PartitionBuild:
+def build_partition(gallery: DataFrame, partition: str, cfg: Config, out_dir: str, seed: int) -> PartitionBuild:
     """Build, measure and write one partition's index (full build)."""
     ids, xb = collect_vectors(gallery, partition)
     n, dim = xb.shape
@@ -118,7 +122,8 @@ def build_partition(gallery: DataFrame, partition: str, cfg: Config, out_dir: Pa
     else:
         index = ib.build_partition_index(xb, params, seed=seed, threads=threads, shard_size=cfg.index.shard_size)
     nprobe, recall, by_score = measure(index, xb, cfg, seed)
-    return write_partition(out_dir, partition, index, ids, params, nprobe, recall, "full", n, by_score)
+    return write_partition(lake_fs(cfg), out_dir, partition, index, ids, params, nprobe, recall, "full", n,
+                           by_score)
 
 
 def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple[int, float, dict[str, int]]:
@@ -136,24 +141,28 @@ def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple
     return nprobe, ib.recall_at_k(index, xb, xq, k, nprobe), by_score
 
 
-def write_partition(out_dir: Path, partition: str, index: faiss.Index, ids: np.ndarray, params: IndexParams,
-                    nprobe: int, recall: float, mode: str, trained_count: int,
+def write_partition(lake: LakeFs, out_dir: str, partition: str, index: faiss.Index, ids: np.ndarray,
+                    params: IndexParams, nprobe: int, recall: float, mode: str, trained_count: int,
                     by_score: dict[str, int]) -> PartitionBuild:
-    """Write the index and its position -> face id array atomically; return the manifest facts."""
+    """Write the index and its position -> face id array under ``out_dir`` (a lake URI); return the manifest
+    facts. FAISS writes a local temporary file, which is then put in the lake whole."""
     identifiers.partition(partition)  # a file name under out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / f"{partition}.faiss"
-    ids_path = out_dir / f"{partition}.ids.npy"
-    index_sha = ib.write_index(index, index_path)
-    tmp = out_dir / f".{partition}.ids.tmp.npy"
-    np.save(tmp, ids.astype(np.int64), allow_pickle=False)
-    tmp.replace(ids_path)
+    index_path = join(out_dir, f"{partition}.faiss")
+    ids_path = join(out_dir, f"{partition}.ids.npy")
+    with local_staging("facelink-index-") as staging:
+        local_index = staging / f"{partition}.faiss"
+        index_sha = ib.write_index(index, local_index)
+        lake.upload(local_index, index_path)
+    buffer = io.BytesIO()
+    np.save(buffer, ids.astype(np.int64), allow_pickle=False)
+    ids_bytes = buffer.getvalue()
+    lake.write_bytes(ids_path, ids_bytes)
     meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": by_score}
-    return PartitionBuild(partition, params.kind, meta, int(ids.shape[0]), str(index_path), index_sha,
-                          str(ids_path), ib.file_sha256(ids_path), int(nprobe), float(recall), mode)
+    return PartitionBuild(partition, params.kind, meta, int(ids.shape[0]), index_path, index_sha,
+                          ids_path, hashlib.sha256(ids_bytes).hexdigest(), int(nprobe), float(recall), mode)
 
 
-def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, out_dir: Path,
+def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, out_dir: str,
                      seed: int) -> PartitionBuild | None:
     """Add new faces to a partition's index without retraining; None when a full rebuild is due."""
     part = str(previous["partition"])
@@ -162,7 +171,9 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     previous_by_score = meta.pop("nprobe_by_score", {})
     params = IndexParams(**meta)
     ids, xb = collect_vectors(gallery, part)
-    old_ids = load_ids(previous["ids_path"], previous["ids_sha256"])
+    lake = lake_fs(cfg)
+    cache = worker_cache_dir()
+    old_ids = load_ids(lake.cached_copy(previous["ids_path"], previous["ids_sha256"], cache), previous["ids_sha256"])
     current = set(ids.tolist())
     if any(i not in current for i in old_ids.tolist()):
         log.info("partition %s: faces left the gallery (erasure): rebuild", part)
@@ -180,7 +191,8 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
                               int(previous["vector_count"]), previous["index_path"], previous["index_sha256"],
                               previous["ids_path"], previous["ids_sha256"], int(previous["nprobe"]),
                               float(previous["recall_at_10"]), "unchanged")
-    index = ib.read_index(previous["index_path"], previous["index_sha256"])
+    index = ib.read_index(lake.cached_copy(previous["index_path"], previous["index_sha256"], cache),
+                          previous["index_sha256"])
     order = np.concatenate([old_ids, ids[new_mask]])
     vec_by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
     xb_ordered = xb[[vec_by_id[i] for i in order.tolist()]] if len(ids) else xb
@@ -191,8 +203,13 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     if before is not None and recall < float(before) - cfg.index.rebuild_recall_drop:
         log.info("partition %s recall fell %.4f -> %.4f: rebuild", part, previous["recall_at_10"], recall)
         return None
-    return write_partition(out_dir, part, index, order, params, nprobe, recall, "incremental", trained_count,
-                           by_score)
+    return write_partition(lake, out_dir, part, index, order, params, nprobe, recall, "incremental",
+                           trained_count, by_score)
+
+
+def index_root(cfg: Config, model_id: str) -> str:
+    """``<lake.root>/indexes/<model>``: one prefix per index version below it."""
+    return lake_uri(cfg, "indexes", identifiers.path_part(model_id))
 
 
 @dataclass(frozen=True)
@@ -222,16 +239,18 @@ def build_and_publish(spark: SparkSession, cfg: Config, full: bool = False, run_
                 raise ValueError(f"no searchable gallery faces for {model_id}: run ingest and extract first")
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             version = f"{stamp}-{uuid.uuid4().hex[:8]}"
-            out_dir = Path(cfg.lake_root) / "indexes" / identifiers.path_part(model_id) / version
             base_version, previous = current_index(spark, cfg, model_id)
             prev_by_part = {} if full else {str(r["partition"]): r for r in previous}
             builds: list[PartitionBuild] = []
-            for part in sorted(counts):
-                build = update_partition(gallery, prev_by_part[part], cfg, out_dir, seed) if part in prev_by_part \
-                    else None
-                builds.append(build or build_partition(gallery, part, cfg, out_dir, seed))
-                log.info("partition %s: %s of %d vectors, nprobe %d, recall@10 %.4f (%s)", part, builds[-1].kind,
-                         builds[-1].vector_count, builds[-1].nprobe, builds[-1].recall_at_10, builds[-1].mode)
+            # Written once under its own prefix; in force only once publish() commits its manifest rows.
+            with staged_version(lake_fs(cfg), index_root(cfg, model_id), version) as out_dir:
+                for part in sorted(counts):
+                    build = update_partition(gallery, prev_by_part[part], cfg, out_dir, seed) \
+                        if part in prev_by_part else None
+                    builds.append(build or build_partition(gallery, part, cfg, out_dir, seed))
+                    log.info("partition %s: %s of %d vectors, nprobe %d, recall@10 %.4f (%s)", part,
+                             builds[-1].kind, builds[-1].vector_count, builds[-1].nprobe, builds[-1].recall_at_10,
+                             builds[-1].mode)
         finally:
             gallery.unpersist()
         if base_version and all(b.mode == "unchanged" for b in builds) and set(prev_by_part) == set(counts):

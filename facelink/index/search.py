@@ -2,6 +2,10 @@
 
 Each partition's index stores positions; its ids array maps positions to global face ids. A query is
 searched in every selected partition and the candidates are merged into one global top-k.
+
+Index and ids files are read from the lake through ``facelink.lake.fs.LakeFs``: a file on an object store is
+copied once per machine into a local cache folder keyed by the manifest's sha256 (``LakeFs.cached_copy``),
+never read from a path that only the driver has.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from facelink.index.build import IndexIntegrityError, as_float32_matrix, file_sha256, read_index, set_threads
 from facelink.index.params import search_params
+from facelink.lake.fs import LakeFs, worker_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -194,26 +199,33 @@ def load_ids(path: str, expected_sha256: str) -> np.ndarray:
     return np.asarray(ids)
 
 
-def load_searcher(manifest_rows: Sequence[Mapping[str, Any]], threads: int | None = None) -> GallerySearcher:
+def load_searcher(manifest_rows: Sequence[Mapping[str, Any]], threads: int | None = None,
+                  lake: LakeFs | None = None, cache_dir: str | None = None) -> GallerySearcher:
     """Build a searcher from manifest rows, verifying every file's sha256.
 
     Args:
         manifest_rows: one mapping per partition with ``partition``, ``index_path``, ``ids_path``,
-            ``index_sha256``, ``ids_sha256`` and ``nprobe``.
+            ``index_sha256``, ``ids_sha256`` and ``nprobe``; the paths are lake URIs.
         threads: OpenMP threads for searching; ``None`` keeps the process setting.
+        lake: the lake's filesystem (its object-store settings); ``None``: local files only.
+        cache_dir: where remote files are copied (default ``facelink.lake.fs.worker_cache_dir()``).
 
     Raises:
         ValueError: a row lacks a key.
         IndexIntegrityError: a file does not match its digest.
     """
     set_threads(threads)
+    lake = lake if lake is not None else LakeFs()
+    cache = cache_dir or worker_cache_dir()
     parts: list[PartitionIndex] = []
     nprobe: dict[str, int] = {}
     for row in manifest_rows:
         _check_manifest_row(row)
         name = str(row["partition"])
-        index = read_index(str(row["index_path"]), str(row["index_sha256"]))
-        parts.append(PartitionIndex(name, index, load_ids(str(row["ids_path"]), str(row["ids_sha256"]))))
+        index_sha, ids_sha = str(row["index_sha256"]).lower(), str(row["ids_sha256"]).lower()
+        index = read_index(lake.cached_copy(str(row["index_path"]), index_sha, cache), index_sha)
+        ids = load_ids(lake.cached_copy(str(row["ids_path"]), ids_sha, cache), ids_sha)
+        parts.append(PartitionIndex(name, index, ids))
         nprobe[name] = int(row["nprobe"])
     log.info("loaded %d partitions, %d vectors", len(parts), sum(p.index.ntotal for p in parts))
     return GallerySearcher(parts, nprobe)
@@ -234,7 +246,8 @@ _CACHE_LOCK = threading.Lock()
 
 
 def cached_searcher(
-    manifest_rows: Sequence[Mapping[str, Any]], threads: int | None = None, version: str | None = None
+    manifest_rows: Sequence[Mapping[str, Any]], threads: int | None = None, version: str | None = None,
+    lake: LakeFs | None = None, cache_dir: str | None = None,
 ) -> GallerySearcher:
     """The searcher for a gallery version, loaded at most once per Python process.
 
@@ -244,12 +257,13 @@ def cached_searcher(
         manifest_rows: as for ``load_searcher``.
         threads: OpenMP threads, applied on every call (another task in the worker may have changed it).
         version: cache key made on the driver; defaults to ``manifest_version(manifest_rows)``.
+        lake, cache_dir: as for ``load_searcher``.
     """
     key = version if version is not None else manifest_version(manifest_rows)
     with _CACHE_LOCK:
         searcher = _CACHE.get(key)
         if searcher is None:
-            searcher = load_searcher(manifest_rows, threads)
+            searcher = load_searcher(manifest_rows, threads, lake, cache_dir)
             _CACHE[key] = searcher
             while len(_CACHE) > CACHE_MAX_ENTRIES:
                 evicted, _ = _CACHE.popitem(last=False)

@@ -27,6 +27,7 @@ version in force and only an unpublished prefix behind (:func:`unpublished_versi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -42,13 +43,14 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from facelink.config import LakeS3Conf
+from facelink.config import Config, LakeS3Conf
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMES = ("file", "s3a")
-#: A version or path segment named by a caller: letters, digits, ``.``, ``_``, ``-``; never ``.`` or ``..``.
-SEGMENT_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._=-]+$")
+#: A version or path segment named by a caller: letters, digits, ``. _ = + -`` (model ids hold ``+``);
+#: never ``.`` or ``..``.
+SEGMENT_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._=+-]+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
@@ -71,11 +73,22 @@ def is_local(uri: str) -> bool:
     return scheme_of(uri) == "file"
 
 
+def local_path(uri: str) -> Path:
+    """The local path of a local lake location (an absolute path or ``file:`` URI).
+
+    Raises:
+        UnsupportedLakeUriError: ``uri`` is not local.
+    """
+    if not is_local(uri):
+        raise UnsupportedLakeUriError(f"{uri!r} is not a local path")
+    return Path(urlsplit(uri).path if uri.startswith("file:") else uri)
+
+
 def join(base: str, *parts: str) -> str:
     """``base`` with ``parts`` appended, one ``/`` between each.
 
     Each part may hold several ``/``-separated segments; a segment that is empty after stripping slashes is
-    skipped, and one that is ``.``, ``..`` or holds characters outside ``[A-Za-z0-9._=-]`` raises ValueError,
+    skipped, and one that is ``.``, ``..`` or holds characters outside ``[A-Za-z0-9._=+-]`` raises ValueError,
     so an identifier never walks out of the lake.
     """
     segments: list[str] = []
@@ -84,7 +97,7 @@ def join(base: str, *parts: str) -> str:
             if not segment:
                 continue
             if not SEGMENT_RE.match(segment):
-                raise ValueError(f"join: {segment!r} is not an allowed path segment (letters, digits, . _ = -)")
+                raise ValueError(f"join: {segment!r} is not an allowed path segment (letters, digits, . _ = + -)")
             segments.append(segment)
     return "/".join([base.rstrip("/") or "/", *segments]) if segments else base
 
@@ -315,6 +328,41 @@ class LakeFs:
         return str(target)
 
 
+@functools.lru_cache(maxsize=8)
+def _lake_for(s3: LakeS3Conf) -> LakeFs:
+    return LakeFs(s3)
+
+
+def lake_fs(cfg: Config) -> LakeFs:
+    """The process's :class:`LakeFs` for ``cfg.lake.s3`` (one per setting, so its S3 client is reused)."""
+    return _lake_for(cfg.lake.s3)
+
+
+def lake_uri(cfg: Config, *parts: str) -> str:
+    """``<lake.root>/<parts>`` (see :func:`join`): where an artefact of the lake lives."""
+    return join(cfg.lake_root, *parts)
+
+
+def worker_cache_dir() -> str:
+    """A local folder for the per-machine copies of lake files (:meth:`LakeFs.cached_copy`), never the working
+    directory: ``FACELINK_LAKE_CACHE`` if set, else ``facelink-lake-cache`` in the first Spark local folder
+    (``SPARK_LOCAL_DIRS``, which executors give their Python workers), else in the temporary folder."""
+    explicit = os.environ.get("FACELINK_LAKE_CACHE")
+    if explicit:
+        return explicit
+    local_dirs = [d for d in os.environ.get("SPARK_LOCAL_DIRS", "").split(",") if d.strip()]
+    base = local_dirs[0].strip() if local_dirs else tempfile.gettempdir()
+    return str(Path(base) / "facelink-lake-cache")
+
+
+@contextmanager
+def local_staging(prefix: str = "facelink-") -> Iterator[Path]:
+    """A private local temporary folder (in the system's temporary folder, never the working directory) for
+    libraries that need local files (FAISS, matplotlib, Great Expectations, report assembly); removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        yield Path(folder)
+
+
 @contextmanager
 def staged_version(lake: LakeFs, base: str, version: str) -> Iterator[str]:
     """The prefix ``<base>/<version>`` for a new artefact version, written by the block and never before.
@@ -324,11 +372,12 @@ def staged_version(lake: LakeFs, base: str, version: str) -> Iterator[str]:
     midway leaves an unpublished prefix that :func:`unpublished_versions` finds.
 
     Raises:
-        ValueError: ``version`` is not one path segment of ``[A-Za-z0-9._=-]``.
+        ValueError: ``version`` is not one path segment of ``[A-Za-z0-9._=+-]``.
         FileExistsError: the prefix already holds files (versions are written once).
     """
     if not SEGMENT_RE.match(version):
-        raise ValueError(f"staged_version: {version!r} is not an allowed version name (letters, digits, . _ = -)")
+        raise ValueError(f"staged_version: {version!r} is not an allowed version name "
+                         "(letters, digits, . _ = + -)")
     prefix = join(base, version)
     if lake.list_files(prefix):
         raise FileExistsError(f"{prefix}: this version already exists; a version is written once")

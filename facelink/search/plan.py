@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from facelink.config import Config
 from facelink.errors import InputError
 from facelink.index.gallery import current_index
+from facelink.lake.fs import LakeFs, lake_fs
 from facelink.search.calibration import Calibration, load_calibration
 from facelink.search.scoring import band_col, band_thresholds, fmr_udf, fpir_udf, precision_detail
 from facelink.search.udf import search_gallery
@@ -41,6 +42,7 @@ class SearchPlan:
         thresholds: Band name -> score threshold at ``gallery_size``.
         floor: The loosest threshold: nothing below it is stored.
         search_breadth: ``index.search_breadth`` (``floor`` or ``knn``).
+        lake: The lake's filesystem, which the executors load the index files through.
     """
 
     model_id: str
@@ -52,6 +54,7 @@ class SearchPlan:
     thresholds: dict[str, float]
     floor: float
     search_breadth: str
+    lake: LakeFs = field(default_factory=LakeFs, compare=False)
 
     @property
     def nprobe(self) -> dict[str, int]:
@@ -68,7 +71,7 @@ class SearchPlan:
     def search(self, queries: DataFrame, k: int, threads: int, partitions: Sequence[str] | None = None) -> DataFrame:
         """``(qid, rank, score, face_id)``: the top ``k`` hits of each ``(qid, embedding)`` query at or above the
         floor."""
-        hits = search_gallery(queries, self.manifest, self.index_version, k, threads, partitions)
+        hits = search_gallery(queries, self.manifest, self.index_version, k, threads, partitions, self.lake)
         return hits.filter(F.col("score") >= F.lit(self.floor))
 
     def band(self, score: Column) -> Column:
@@ -118,6 +121,6 @@ def plan_search(spark: SparkSession, cfg: Config, model_id: str, bands: dict[str
     floor = min(thresholds.values())
     breadth = cfg.index.search_breadth
     plan = SearchPlan(model_id, version, tuple(rows_for_floor(manifest, floor, breadth)), cal, n, dict(bands),
-                      thresholds, floor, breadth)
+                      thresholds, floor, breadth, lake_fs(cfg))
     log.info("search of %s index %s: floor %.4f, nprobe by partition %s", model_id, version, floor, plan.nprobe)
     return plan

@@ -10,6 +10,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from facelink.lake.fs import LakeFs
+
 HITS_SCHEMA = T.StructType([
     T.StructField("qid", T.LongType(), False),
     T.StructField("rank", T.IntegerType(), False),
@@ -19,12 +21,14 @@ HITS_SCHEMA = T.StructType([
 
 
 def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: int, threads: int,
-                   partitions: Sequence[str] | None = None
+                   partitions: Sequence[str] | None = None, lake: LakeFs | None = None,
                    ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """``(qid, embedding)`` batches in, ``(qid, rank, score, face_id)`` hits out (rank 1 = best).
 
     The index version is loaded once per Python worker (``cached_searcher`` keyed by ``version`` and the
-    partitions' nprobe); only plain values (manifest rows, k, threads) travel from the driver.
+    partitions' nprobe) from the lake: remote files are copied once per machine into its local cache,
+    keyed by their manifest digests. Only plain values (manifest rows, k, threads, the lake's object-store
+    settings inside ``lake``) travel from the driver.
     """
     from facelink.index.search import manifest_version
 
@@ -37,7 +41,7 @@ def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: 
     def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from facelink.index.search import cached_searcher
 
-        searcher = cached_searcher(rows, threads, key)
+        searcher = cached_searcher(rows, threads, key, lake)
         for batch in batches:
             if batch.empty:
                 continue
@@ -53,7 +57,7 @@ def make_search_fn(manifest_rows: Sequence[Mapping[str, Any]], version: str, k: 
 
 
 def search_gallery(queries: DataFrame, manifest_rows: Sequence[Mapping[str, Any]], version: str, k: int,
-                   threads: int, partitions: Sequence[str] | None = None) -> DataFrame:
+                   threads: int, partitions: Sequence[str] | None = None, lake: LakeFs | None = None) -> DataFrame:
     """Top-``k`` gallery hits of every ``(qid, embedding)`` row of ``queries``."""
-    fn = make_search_fn(manifest_rows, version, k, threads, partitions)
+    fn = make_search_fn(manifest_rows, version, k, threads, partitions, lake)
     return queries.select("qid", "embedding").mapInPandas(fn, schema=HITS_SCHEMA)

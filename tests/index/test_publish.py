@@ -13,6 +13,7 @@ from facelink.index import publish
 from facelink.index.build import exact_search
 from facelink.index.gallery import current_index, searchable_faces
 from facelink.index.search import load_searcher
+from facelink.lake.fs import lake_fs, unpublished_versions
 from facelink.lake.tables import read_table
 from facelink.registry import recogniser_id
 from facelink.search.plan import rows_for_floor
@@ -70,6 +71,10 @@ def test_failed_build_leaves_the_previous_version_in_force(
         build_index.run(spark, cfg, full=True, run_id="t-index-killed")
     after, rows_after = current_index(spark, cfg, model_id)
     assert after == before and sorted(map(str, rows_after)) == sorted(map(str, rows_before))
+    # the failed build's files went with it: every version prefix left under the model's folder is published
+    published = [r["index_version"] for r in read_table(spark, cfg, "index_manifest").select("index_version")
+                 .distinct().collect()]
+    assert unpublished_versions(lake_fs(cfg), publish.index_root(cfg, model_id), published) == []
     failed = read_table(spark, cfg, "runs").filter(F.col("run_id") == "t-index-killed").first()
     assert failed is not None and failed["status"] == "failed"
 

@@ -26,6 +26,8 @@ from facelink.index.search import (
     manifest_version,
     merge_topk,
 )
+from facelink.lake.fs import LakeFs
+from tests.s3_server import S3Server
 
 DIM = 32
 
@@ -153,9 +155,10 @@ def test_cached_searcher_loads_each_version_once(
     loads: list[int] = []
     real_load = search_module.load_searcher
 
-    def counting_load(manifest_rows: list[dict[str, Any]], threads: int | None = None) -> GallerySearcher:
+    def counting_load(manifest_rows: list[dict[str, Any]], threads: int | None = None, lake: Any = None,
+                      cache_dir: str | None = None) -> GallerySearcher:
         loads.append(len(manifest_rows))
-        return real_load(manifest_rows, threads)
+        return real_load(manifest_rows, threads, lake, cache_dir)
 
     monkeypatch.setattr(search_module, "load_searcher", counting_load)
     clear_searcher_cache()
@@ -166,3 +169,31 @@ def test_cached_searcher_loads_each_version_once(
     assert other is not first and loads == [3, 2]
     assert manifest_version(rows) != manifest_version(rows[:2])
     clear_searcher_cache()
+
+
+@pytest.mark.objectstore
+def test_searchers_load_the_index_from_the_object_store_once_per_machine(
+    partitions: list[PartitionIndex], tmp_path: Path, s3_server: S3Server
+) -> None:
+    """Executors read the lake's files, not the driver's: copied once into a cache keyed by the digest."""
+    (tmp_path / "built").mkdir()
+    rows = write_manifest(partitions, tmp_path / "built")
+    lake = LakeFs(s3_server.s3_conf)
+    remote = []
+    for row in rows:
+        moved = dict(row)
+        for key in ("index_path", "ids_path"):
+            uri = s3_server.uri("search-test", "indexes", "v1", Path(row[key]).name)
+            lake.upload(row[key], uri)
+            moved[key] = uri
+        remote.append(moved)
+    cache = tmp_path / "cache"
+    xq = unit_vectors(8, seed=5)
+    loaded = load_searcher(remote, threads=1, lake=lake, cache_dir=str(cache))
+    np.testing.assert_array_equal(loaded.search(xq, 6)[1], GallerySearcher(partitions, nprobe=1).search(xq, 6)[1])
+    cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
+    assert cached == sorted(f"{r[d]}/{Path(r[p]).name}" for r in rows
+                            for d, p in (("index_sha256", "index_path"), ("ids_sha256", "ids_path")))
+    lake.delete(s3_server.uri("search-test"))  # a second load needs only the cache
+    again = load_searcher(remote, threads=1, lake=lake, cache_dir=str(cache))
+    np.testing.assert_array_equal(again.search(xq, 6)[0], loaded.search(xq, 6)[0])
