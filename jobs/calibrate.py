@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import logging
 import random
@@ -46,6 +47,7 @@ from facelink.errors import InputError
 from facelink.extraction.settings import ExtractSettings
 from facelink.extraction.udf import transform_extract
 from facelink.identity_fixes import apply_fixes, load_fixes
+from facelink.lake.fs import join, lake_fs
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.rates import format_rate
 from facelink.registry import recogniser_id
@@ -98,16 +100,17 @@ def select_photos(manifest: Path, limit: int | None, seed: int) -> list[tuple[st
 
 
 def embed_photos(spark: SparkSession, cfg: Config, root: Path, photos: list[tuple[str, str]],
-                 cache: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Primary-face embeddings of ``photos`` (paths relative to ``root``), cached in ``cache``.
+                 cache: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Primary-face embeddings of ``photos`` (paths relative to ``root``), cached in ``cache`` (a lake URI).
 
     Returns:
         (float32 [n, d] embeddings, the relative path of each, the manifest identity of each): photos without
         a face are left out.
     """
-    if cache.is_file():
-        data = np.load(cache, allow_pickle=False)
-        return data["embeddings"], [str(p) for p in data["paths"]], data["labels"]
+    lake = lake_fs(cfg)
+    if lake.is_file(cache):
+        with np.load(io.BytesIO(lake.read_bytes(cache)), allow_pickle=False) as data:
+            return data["embeddings"], [str(p) for p in data["paths"]], data["labels"]
     settings = ExtractSettings.from_config(cfg)
     absolute = {str((root / p).resolve()): (p, ident) for p, ident in photos}
     files = (
@@ -124,8 +127,8 @@ def embed_photos(spark: SparkSession, cfg: Config, root: Path, photos: list[tupl
     embeddings = np.array([r["embedding"] for r in rows], dtype=np.float32)
     paths = [absolute[r["record_id"]][0] for r in rows]
     labels = np.array([absolute[r["record_id"]][1] for r in rows])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, embeddings=embeddings, paths=np.array(paths), labels=labels)
+    with lake.open_output(cache) as out:
+        np.savez(out, embeddings=embeddings, paths=np.array(paths), labels=labels)
     return embeddings, paths, labels
 
 
@@ -215,7 +218,7 @@ def run(spark: SparkSession, cfg: Config, limit: int | None = None, run_id: str 
         digest = hashlib.sha256(json.dumps([photos, settings.detect_size, settings.flip_tta,
                                             settings.align_method, "paths"]).encode()).hexdigest()
         safe = model_id.replace("@", "_")
-        cache = calibration_dir(cfg) / safe / f"embeddings-{digest[:16]}.npz"
+        cache = join(calibration_dir(cfg), safe, f"embeddings-{digest[:16]}.npz")
         emb, paths, raw_labels = embed_photos(spark, cfg, source.parent, photos, cache)
         labels = np.array(apply_fixes(paths, [str(v) for v in raw_labels], fixes))
         relabelled = int(np.sum(labels != raw_labels))
@@ -234,11 +237,12 @@ def run(spark: SparkSession, cfg: Config, limit: int | None = None, run_id: str 
         except ValueError as exc:
             raise InputError(f"cannot measure FPIR on {source}: {exc}") from exc
         cal = fit_calibration(nonmates, mates, model_id, description).with_fpir_model(model)
-        versioned = calibration_dir(cfg) / safe / f"{cal.version}.json"
-        cal.save(versioned)
-        cal.save(calibration_path(cfg, model_id))
-        (calibration_dir(cfg) / safe / f"{cal.version}.checks.json").write_text(
-            json.dumps({"fmr": checks, "fpir": fpir_check}, indent=1))
+        lake = lake_fs(cfg)
+        versioned = join(calibration_dir(cfg), safe, f"{cal.version}.json")
+        cal.save(versioned, lake)
+        cal.save(calibration_path(cfg, model_id), lake)
+        lake.write_text(join(calibration_dir(cfg), safe, f"{cal.version}.checks.json"),
+                        json.dumps({"fmr": checks, "fpir": fpir_check}, indent=1))
         worst = max(max(c["ratio"], 1 / max(c["ratio"], 1e-9)) for c in checks)
         worst_fpir = max((max(r["ratio"], 1 / max(r["ratio"], 1e-9)) for r in fpir_check["rows"]), default=float("nan"))
         rec.counts.update(photos=len(emb), mates=int(mates.size), nonmates=int(nonmates.size),

@@ -30,8 +30,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +44,7 @@ from scipy import stats
 
 from facelink.config import Config
 from facelink.errors import InputError
+from facelink.lake.fs import LakeFs, join, lake_fs, lake_uri
 from facelink.search.fpir import FpirModel
 
 logger = logging.getLogger(__name__)
@@ -263,25 +262,20 @@ class Calibration:
             )
         return calibration
 
-    def save(self, path: str | Path) -> Path:
-        """Write the artefact to ``path`` atomically (temporary file, then rename) and return the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.to_json())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        logger.info("saved calibration %s (version %s) to %s", self.model_id, self.version, target)
-        return target
+    def save(self, path: str | Path, lake: LakeFs | None = None) -> str | Path:
+        """Write the artefact to ``path`` (a local path or lake URI), atomically for readers, and return ``path``.
+
+        Goes through the lake's filesystem seam: ``lake`` carries the object-store settings of an ``s3a://``
+        path (default: local files only).
+        """
+        (lake or LakeFs()).write_text(str(path), self.to_json())
+        logger.info("saved calibration %s (version %s) to %s", self.model_id, self.version, path)
+        return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Calibration:
+    def load(cls, path: str | Path, lake: LakeFs | None = None) -> Calibration:
         """Read an artefact written by :meth:`save` (see :meth:`from_json` for the checks)."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        return cls.from_json((lake or LakeFs()).read_text(str(path)))
 
     def _content(self) -> dict[str, Any]:
         extra = {"fpir": self.fpir_model.to_dict()} if self.fpir_model is not None else {}
@@ -616,16 +610,16 @@ def _content_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def calibration_dir(cfg: Config) -> Path:
-    """``<lake>/calibration``: every calibration artefact of the lake."""
-    return Path(cfg.lake_root) / "calibration"
+def calibration_dir(cfg: Config) -> str:
+    """``<lake>/calibration``: every calibration artefact of the lake (a lake URI)."""
+    return lake_uri(cfg, "calibration")
 
 
-def calibration_path(cfg: Config, model_id: str) -> Path:
+def calibration_path(cfg: Config, model_id: str) -> str:
     """Where the calibration in force of ``model_id`` lives (``match.calibration_path`` overrides)."""
     if cfg.match.calibration_path:
-        return Path(cfg.resolve(cfg.match.calibration_path))
-    return calibration_dir(cfg) / f"{model_id.replace('@', '_')}.json"
+        return cfg.resolve(cfg.match.calibration_path)
+    return join(calibration_dir(cfg), f"{model_id.replace('@', '_')}.json")
 
 
 def band_levels(cfg: Config) -> dict[str, float]:
@@ -650,9 +644,10 @@ def load_calibration(cfg: Config, model_id: str, require_fpir: bool = True) -> C
             before FPIR was measured: run ``jobs.calibrate`` again).
     """
     path = calibration_path(cfg, model_id)
-    if not path.is_file():
+    lake = lake_fs(cfg)
+    if not lake.is_file(path):
         raise InputError(f"no calibration for {model_id} at {path}: run `python -m jobs.calibrate` first")
-    cal = Calibration.load(path)
+    cal = Calibration.load(path, lake)
     if cal.model_id != model_id:
         raise InputError(f"{path} calibrates {cal.model_id}, not {model_id}")
     if require_fpir and cal.fpir_model is None:
