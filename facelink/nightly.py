@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -121,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = params_for(args.run_date, str(sample / "gallery.csv"), str(sample / "probes.csv"), args.operator,
                         args.purpose, args.screening_purpose, args.authority)
     from facelink.config import load_config
-    from facelink.report.summary import format_summary, summarise
+    from facelink.report.summary import format_summary, summarise, write_summary
     from facelink.session import build_session
 
     cfg = load_config(args.env, args.overrides)
@@ -130,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(spark, cfg, {s.task_id: run_id(s.task_id, args.run_date) for s in STEPS},
                         sample / "truth.csv")
     summary["seconds"] = {str(t["step"]): t["seconds"] for t in timings}
-    out = Path(cfg.lake_root) / "reports" / f"nightly-{args.run_date}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1, default=str))
+    out = write_summary(cfg, summary, args.run_date)
     print(format_summary(summary))
     print(f"  summary: {out}")
     return 0

@@ -59,6 +59,7 @@ from facelink.evaluation.suite import PairsProtocol, build_search_protocol, gene
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
 from facelink.extraction.run import extract_faces
 from facelink.ingest.photos import ingest_photos
+from facelink.lake.fs import lake_fs, lake_uri
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where, table_exists
 from facelink.registry import model_spec, recogniser_id
@@ -85,7 +86,7 @@ def report_location(cfg: Config, run_id: str) -> str:
         ValueError: ``run_id`` is not a valid run id (the folder is removed and rewritten: it must be one
             folder under ``reports/evaluation``).
     """
-    return f"{cfg.lake_root.rstrip('/')}/reports/evaluation/{identifiers.run_id(run_id)}"
+    return lake_uri(cfg, "reports", "evaluation", identifiers.run_id(run_id))
 
 
 def production_gallery_rows(spark: SparkSession, cfg: Config) -> int:
@@ -107,13 +108,13 @@ def _local(uri: str) -> Path | None:
     return None if "://" in uri else Path(uri)
 
 
-def _publish(spark: SparkSession, local_dir: Path, target: str) -> None:
-    """Copy a locally written report folder to a non-local lake through the Hadoop FileSystem API."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None, "needs a classic (JVM) SparkSession"
-    dst = jvm.org.apache.hadoop.fs.Path(target)
-    fs = dst.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(str(local_dir)), dst)
+def _publish(cfg: Config, local_dir: Path, target: str) -> None:
+    """Put a locally written report folder in a remote lake through the lake's filesystem seam (the previous
+    objects of the run id go first), then remove the local folder."""
+    lake = lake_fs(cfg)
+    lake.delete(target)
+    lake.upload(local_dir, target)
+    shutil.rmtree(local_dir, ignore_errors=True)
 
 
 def _pairs(labelled: LabelledSet, pairs_path: str | None, settings: EvaluationSettings) -> PairsProtocol:
@@ -212,7 +213,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         rep.write_json(work, report)
         rep.write_summary(work, report)
         if local is None:
-            _publish(spark, work, target)
+            _publish(cfg, work, target)
         headline = _headline(report)
         rec.counts.update(photos=len(labelled), rows=len(rows), configs=len(evaluated))
         rec.detail.update(manifest=manifest, pairs=pairs, sample=sample, report=target, digests=report["digests"],

@@ -13,10 +13,10 @@ Run: ``python -m jobs.fusion_weights --env local --set lake.root=./lake_eval \
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -26,6 +26,7 @@ from facelink.evaluation.dataset import SET_COLUMN, load_fixes, read_labelled_se
 from facelink.evaluation.embeddings import Variant, extract_variants
 from facelink.evaluation.weights import cross_validate_weights
 from facelink.ingest.photos import ingest_photos
+from facelink.lake.fs import is_local, join, lake_fs, lake_uri, local_path, local_staging
 from facelink.lake.runs import RunRecorder, new_run_id
 from facelink.registry import recogniser, recogniser_id
 
@@ -47,9 +48,13 @@ def run(spark: SparkSession, cfg: Config, manifest: str, identity_fixes: str | N
     labelled = read_labelled_set(manifest, None, None, load_fixes(identity_fixes))
     flips = rec.member_flips(cfg.extract.flip_tta)
     variants = [Variant(m.name, f, cfg.extract.detect_size) for m, f in zip(rec.members, flips, strict=True)]
-    report_dir = Path(cfg.lake_root) / "reports" / JOB
-    with RunRecorder(spark, cfg, JOB, run_id, model_id=recogniser_id(cfg)) as rec_run:
-        work = report_dir / f"{run_id}-work"
+    report_dir = lake_uri(cfg, "reports", JOB)
+    local_reports = local_path(report_dir) if is_local(report_dir) else None
+    with RunRecorder(spark, cfg, JOB, run_id, model_id=recogniser_id(cfg)) as rec_run, \
+            contextlib.ExitStack() as stack:
+        # The ingest manifest: beside the report on a local lake, in a local temporary folder otherwise.
+        work = local_reports / f"{run_id}-work" if local_reports is not None else \
+            stack.enter_context(local_staging("facelink-fusion-"))
         work.mkdir(parents=True, exist_ok=True)
         eval_cfg = cfg.with_overrides([f"ingest.partition_column={SET_COLUMN}"])
         ingest_photos(spark, eval_cfg, str(write_ingest_manifest(labelled, work / "ingest_manifest.csv")),
@@ -61,7 +66,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, identity_fixes: str | N
         result = {"run_id": run_id, "manifest": manifest, "identity_fixes": identity_fixes,
                   "members": [v.label for v in variants], "weight_of": variants[1].label,
                   "configured_weights": list(rec.weights), **choice.as_dict()}
-        (report_dir / f"{run_id}.json").write_text(json.dumps(result, indent=1))
+        lake_fs(cfg).write_text(join(report_dir, f"{run_id}.json"), json.dumps(result, indent=1))
         rec_run.counts.update(photos=len(labelled))
         rec_run.detail.update(manifest=manifest, chosen_weight=choice.weight)
     return result

@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.fs import is_local, lake_fs, lake_uri
 from facelink.lake.runs import Accountability, RunRecorder, new_run_id
 from facelink.lake.tables import read_table, table_exists
 from facelink.progress import Progress
@@ -122,7 +123,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, match_run_i
             charts = write_charts(spark, cfg, staging / "charts", match_acc, dedup_acc, got)
             content = dataclasses.replace(got.content, thumbs=thumbs, charts=charts, dq_docs=dq_docs_link(cfg))
             (staging / "index.html").write_text(render_report(content), encoding="utf-8")
-            folder = publish_folder(spark, staging, report_dir(cfg.lake_root, run_id))
+            folder = publish_folder(lake_fs(cfg), staging, report_dir(cfg.lake_root, run_id))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         errors = sum(1 for t in thumbs.values() if t.path is None)
@@ -227,10 +228,12 @@ def write_charts(spark: SparkSession, cfg: Config, folder: Path, match_acc: RunA
 
 
 def dq_docs_link(cfg: Config) -> str | None:
-    """A link to the Great Expectations Data Docs of a local lake, when they were built."""
-    root = local_path(cfg.lake_root)
+    """A link to the Great Expectations Data Docs of the lake, when they were built (a ``file:`` URI on a
+    local lake, the object's URI on an object store)."""
+    root = local_path(cfg.lake_root) if is_local(cfg.lake_root) else None
     if root is None:
-        return None
+        uri = lake_uri(cfg, "dq_docs", "index.html")
+        return uri if lake_fs(cfg).is_file(uri) else None
     index = root / "dq_docs" / "index.html"
     return index.resolve().as_uri() if index.is_file() else None
 

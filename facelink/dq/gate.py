@@ -3,8 +3,10 @@
 One Great Expectations context is made per process (importing GX and building a context is slow) and per
 pair of output folders: suites and validation definitions live in memory, validation results are written
 as JSON under ``<lake.root>/gx/validations`` and rendered as Data Docs HTML under ``<lake.root>/dq_docs``.
-A lake on a remote filesystem (``s3a://``, ``abfss://``...) keeps results in memory and builds no Data
-Docs; the ``dq_results`` Delta table holds every result either way.
+GX writes local files only: on a lake in an object store (``s3a://``) the process works in a local mirror
+folder (in the system's temporary folder, filled from the lake's ``gx/validations`` once per process) and
+uploads what it wrote through the lake's filesystem seam (``facelink.lake.fs``) after each validation and
+Data Docs build. The ``dq_results`` Delta table holds every result either way.
 
 Typical use (what ``jobs.quality`` does)::
 
@@ -21,6 +23,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +47,10 @@ from great_expectations.expectations import Expectation
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from facelink.config import Config
+from facelink.config import Config, LakeS3Conf
 from facelink.dq.suites import CRITICAL, WARNING, Suite, SuiteInputs, suites_for
 from facelink.errors import DataQualityError
+from facelink.lake.fs import LakeFs, join, lake_fs
 from facelink.lake.tables import replace_where
 from schemas import get_spec
 
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 
 DATASOURCE = "facelink"
 DOCS_SITE = "facelink"
+#: The lake folders GX writes: validation results and Data Docs.
+RESULTS_SUB = "gx/validations"
+DOCS_SUB = "dq_docs"
 BATCH = "whole"
 #: First pass: success only. Second pass, failed expectations only: counts and a few unexpected values
 #: (BASIC, without SUMMARY's extra group-by per expectation).
@@ -132,6 +139,32 @@ def local_dir(cfg: Config, sub: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
+def _mirror(lake_root: str, s3: LakeS3Conf) -> str:
+    """The process's local mirror of a remote lake's GX folders, filled with its stored validation results."""
+    folder = tempfile.mkdtemp(prefix="facelink-gx-")
+    LakeFs(s3).download(join(lake_root, RESULTS_SUB), Path(folder) / RESULTS_SUB)
+    return folder
+
+
+def work_dir(cfg: Config, sub: str) -> str:
+    """Where GX writes ``sub`` (``gx/validations`` or ``dq_docs``) in this process: the lake folder of a local
+    lake, else the folder's place in the local mirror (uploaded by :func:`upload_outputs`)."""
+    local = local_dir(cfg, sub)
+    return local if local is not None else str(Path(_mirror(cfg.lake_root, cfg.lake.s3)) / sub)
+
+
+def upload_outputs(cfg: Config, subs: Sequence[str]) -> None:
+    """Put what GX wrote in the local mirror into a remote lake (nothing to do on a local lake)."""
+    if local_dir(cfg, RESULTS_SUB) is not None:
+        return
+    lake = lake_fs(cfg)
+    for sub in subs:
+        folder = Path(work_dir(cfg, sub))
+        if folder.is_dir():
+            lake.upload(folder, join(cfg.lake_root, sub))
+
+
+@functools.lru_cache(maxsize=8)
 def gx_context(results_dir: str | None, docs_dir: str | None) -> AbstractDataContext:
     """The process's GX context for these folders (cached): in-memory suites, results and docs on disk."""
     defaults = InMemoryStoreBackendDefaults()
@@ -159,8 +192,8 @@ def gx_context(results_dir: str | None, docs_dir: str | None) -> AbstractDataCon
 
 
 def context_for(cfg: Config) -> AbstractDataContext:
-    docs = local_dir(cfg, "dq_docs") if cfg.dq.data_docs else None
-    return gx_context(local_dir(cfg, "gx/validations"), docs)
+    docs = work_dir(cfg, DOCS_SUB) if cfg.dq.data_docs else None
+    return gx_context(work_dir(cfg, RESULTS_SUB), docs)
 
 
 def _definition(context: AbstractDataContext, name: str, expectations: Sequence[Expectation]
@@ -320,6 +353,7 @@ def validate(
         version = None if suite.table in inputs.frames else inputs.versions.get(suite.table)
         outcomes.extend(run_suite(context, suite, suite.frame(inputs), run_id, version))
         log.info("suite %s of %s: %d expectations", suite.name, suite.table, len(suite.expectations))
+    upload_outputs(cfg, [RESULTS_SUB])
     return outcomes
 
 
@@ -349,17 +383,19 @@ def build_docs(cfg: Config, run_id: str) -> str | None:
     """Render the Data Docs pages of ``run_id``'s validations and the index; return the index path.
 
     Only this run's pages are rendered (older pages stay as they were); the index lists every stored
-    validation. Returns None when Data Docs are off (``dq.data_docs``) or the lake is not local.
+    validation. Returns None when Data Docs are off (``dq.data_docs``). On a remote lake the pages are built
+    in the local mirror and uploaded; the returned index is then the lake URI.
     """
-    docs_dir = local_dir(cfg, "dq_docs") if cfg.dq.data_docs else None
-    if docs_dir is None:
-        if cfg.dq.data_docs:
-            log.warning("Data Docs skipped: lake root %s is not a local folder", cfg.lake_root)
+    if not cfg.dq.data_docs:
         return None
+    docs_dir = work_dir(cfg, DOCS_SUB)
     context = context_for(cfg)
     keys = [
         k for k in context.validation_results_store.list_keys()
         if isinstance(k, ValidationResultIdentifier) and k.run_id.run_name == run_id
     ]
     context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=keys)
+    if local_dir(cfg, DOCS_SUB) is None:
+        upload_outputs(cfg, [DOCS_SUB])
+        return join(cfg.lake_root, DOCS_SUB, "index.html")
     return str(Path(docs_dir) / "index.html")

@@ -8,20 +8,23 @@ goes: a report folder as a whole (``reports/<run_id>/``: its page names the thum
 A trace is a record id (as a whole token), a photo id or its first :data:`PHOTO_ID_PREFIX` hex digits (report
 pages and thumbnail names use prefixes), the file name the photo was ingested from, or the float32 bytes of
 one of its embeddings. Files are searched as stored and decompressed (``.gz``, and zip members: ``.npz``).
-Only a local lake is swept (a remote one is logged and left to its owner's tools).
+The sweep goes through the lake's filesystem seam (``facelink.lake.fs.LakeFs``), so a lake on an object store
+(``s3a://``) is swept the same way as a local one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import logging
 import re
-import shutil
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from facelink.lake.fs import LakeFs, is_local, join
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +60,16 @@ class Traces:
         return out
 
 
-def contents(path: Path) -> Iterator[bytes]:
+def contents(source: Path | bytes) -> Iterator[bytes]:
     """The file's bytes, then its decompressed forms (gzip; every member of a zip, as ``.npz`` are)."""
-    data = path.read_bytes()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     yield data
     if data[:2] == b"\x1f\x8b":
         with contextlib.suppress(OSError, EOFError):
             yield gzip.decompress(data)
-    if zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(io.BytesIO(data)):
         try:
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 for name in archive.namelist():
                     yield name.encode()
                     yield archive.read(name)
@@ -74,51 +77,57 @@ def contents(path: Path) -> Iterator[bytes]:
             pass
 
 
-def holds(path: Path, traces: Traces, patterns: Sequence[re.Pattern[bytes]] | None = None) -> bool:
-    """Whether the file's name or contents hold a trace."""
+def holds(path: Path | str, traces: Traces, patterns: Sequence[re.Pattern[bytes]] | None = None,
+          data: bytes | None = None) -> bool:
+    """Whether the file's name or contents (``data``, else read from the local ``path``) hold a trace."""
     patterns = traces.patterns() if patterns is None else patterns
-    name = path.name.encode()
+    name = str(path).rstrip("/").rsplit("/", 1)[-1].encode()
     if any(p.search(name) for p in patterns):
         return True
-    for data in contents(path):
-        if any(p.search(data) for p in patterns) or any(v in data for v in traces.vectors):
+    for chunk in contents(data if data is not None else Path(path)):
+        if any(p.search(chunk) for p in patterns) or any(v in chunk for v in traces.vectors):
             return True
     return False
 
 
-def sweep(lake_root: str, traces: Traces) -> list[str]:
+def sweep(lake_root: str, traces: Traces, lake: LakeFs | None = None) -> list[str]:
     """Remove every derived file (or report folder) under the lake that holds a trace; return what went,
     relative to the lake root."""
-    if "://" in lake_root and not lake_root.startswith("file:"):
-        log.warning("lake %s is not local: reports, Data Docs and caches were not swept for erased records",
-                    lake_root)
-        return []
-    root = Path(lake_root.removeprefix("file:"))
+    lake = lake if lake is not None else LakeFs()
+    root = lake_root.rstrip("/")
+    if is_local(root) and not root.startswith("/"):
+        root = "/" + root.removeprefix("file:").lstrip("/")
     patterns = traces.patterns()
     removed: list[str] = []
+    gone: set[str] = set()
     for folder in SWEPT_FOLDERS:
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for path in sorted(p for p in base.rglob("*") if p.is_file()):
-            if not path.exists() or not holds(path, traces, patterns):
+        for uri in lake.list_files(join(root, folder)):
+            rel = uri[len(root) + 1:]
+            unit = _report_folder(rel)
+            if unit in gone or (unit is None and rel in gone):
                 continue
-            unit = _report_folder(root, path)
+            try:
+                data = lake.read_bytes(uri)
+            except FileNotFoundError:
+                continue
+            if not holds(uri, traces, patterns, data):
+                continue
             if unit is not None:
-                shutil.rmtree(unit)
-                removed.append(str(unit.relative_to(root)))
+                lake.delete(join(root, unit))
+                gone.add(unit)
+                removed.append(unit)
             else:
-                path.unlink()
-                removed.append(str(path.relative_to(root)))
+                lake.delete(uri)
+                removed.append(rel)
     log.info("swept %d derived files or report folders that quoted erased records", len(removed))
     return removed
 
 
-def _report_folder(root: Path, path: Path) -> Path | None:
-    """``reports/<run_id>`` (or ``reports/evaluation/<run_id>``) holding ``path``; None for a loose file."""
-    parts = path.relative_to(root).parts
+def _report_folder(rel: str) -> str | None:
+    """``reports/<run_id>`` (or ``reports/evaluation/<run_id>``) holding ``rel``; None for a loose file."""
+    parts = rel.split("/")
     if parts[0] != "reports" or len(parts) < 3:
         return None
     if parts[1] == "evaluation":
-        return root / "reports" / "evaluation" / parts[2] if len(parts) >= 4 else None
-    return root / "reports" / parts[1]
+        return "/".join(parts[:3]) if len(parts) >= 4 else None
+    return "/".join(parts[:2])

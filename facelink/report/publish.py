@@ -1,8 +1,9 @@
 """Publishing a report folder under the lake: built in a local staging folder, then moved or copied in whole.
 
 A local lake gets the folder renamed into place (a rerun with the same run id replaces the previous folder
-in one swap, so a reader never sees half a report). A lake on a Hadoop-compatible filesystem (``s3a://``,
-``abfss://``, ``hdfs://``) gets it copied with the Hadoop ``FileSystem`` API of the running SparkSession.
+in one swap, so a reader never sees half a report). A lake on an object store (``s3a://``) gets it uploaded
+through the lake's filesystem seam (``facelink.lake.fs.LakeFs``): the previous objects of the same run id go
+first, then every file is one PUT.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ import shutil
 import uuid
 from pathlib import Path
 
-from pyspark.sql import SparkSession
-
 from facelink import identifiers
+from facelink.lake.fs import LakeFs, is_local, join
 
 log = logging.getLogger(__name__)
 
 
 def report_dir(lake_root: str, run_id: str) -> str:
     """Where the report of ``run_id`` lives: ``<lake.root>/reports/<run_id>``."""
-    return f"{lake_root.rstrip('/')}/reports/{identifiers.run_id(run_id)}"
+    return join(lake_root, "reports", identifiers.run_id(run_id))
 
 
 def local_path(uri: str) -> Path | None:
@@ -33,11 +33,15 @@ def local_path(uri: str) -> Path | None:
     return None if "://" in uri else Path(uri)
 
 
-def publish_folder(spark: SparkSession, staging: Path, dest: str) -> str:
+def publish_folder(lake: LakeFs | None, staging: Path, dest: str) -> str:
     """Put the staging folder's contents at ``dest``, replacing what was there; return ``dest``."""
-    target = local_path(dest)
+    target = local_path(dest) if is_local(dest) else None
     if target is None:
-        _copy_to_hadoop(spark, staging, dest)
+        store = lake if lake is not None else LakeFs()
+        store.delete(dest)
+        store.upload(staging, dest)
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("report uploaded to %s", dest)
         return dest
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
@@ -48,18 +52,3 @@ def publish_folder(spark: SparkSession, staging: Path, dest: str) -> str:
         shutil.rmtree(old)
     log.info("report published at %s", target)
     return str(target)
-
-
-def _copy_to_hadoop(spark: SparkSession, staging: Path, dest: str) -> None:
-    jvm = spark.sparkContext._jvm
-    jsc = spark.sparkContext._jsc
-    if jvm is None or jsc is None:
-        raise RuntimeError("the SparkSession has no JVM gateway: cannot copy the report to " + dest)
-    conf = jsc.hadoopConfiguration()
-    path = jvm.org.apache.hadoop.fs.Path(dest)
-    fs = path.getFileSystem(conf)
-    if fs.exists(path):
-        fs.delete(path, True)
-    fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(staging.resolve().as_uri()), path)
-    shutil.rmtree(staging, ignore_errors=True)
-    log.info("report copied to %s", dest)

@@ -9,6 +9,7 @@ identifications: every candidate still goes to human review.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
+from facelink.lake.fs import lake_fs, lake_uri
 from facelink.lake.tables import read_table, table_exists
 
 
@@ -90,7 +92,7 @@ def summarise(spark: SparkSession, cfg: Config, run_ids: Mapping[str, str], trut
         agg = dq.groupBy("severity").agg(F.count("*").alias("n"), F.sum(F.when(F.col("success"), 1).otherwise(0))
                                          .alias("passed")).collect()
         out["quality"] = {r["severity"]: {"expectations": int(r["n"]), "passed": int(r["passed"])} for r in agg}
-        out["data_docs"] = str(Path(cfg.lake_root) / "dq_docs")
+        out["data_docs"] = lake_uri(cfg, "dq_docs")
 
     truth = read_truth(truth_path) if truth_path and truth_path.is_file() else None
     if truth is not None and table_exists(spark, cfg, "duplicate_candidates"):
@@ -105,7 +107,15 @@ def summarise(spark: SparkSession, cfg: Config, run_ids: Mapping[str, str], trut
                                       truth)
     report_id = run_ids.get("report")
     if report_id:
-        out["report"] = str(Path(cfg.lake_root) / "reports" / report_id / "index.html")
+        out["report"] = lake_uri(cfg, "reports", report_id, "index.html")
+    return out
+
+
+def write_summary(cfg: Config, summary: Mapping[str, Any], run_date: str) -> str:
+    """Store the night's summary as ``<lake>/reports/nightly-<run_date>.json`` (through the lake's filesystem
+    seam); return where."""
+    out = lake_uri(cfg, "reports", f"nightly-{run_date}.json")
+    lake_fs(cfg).write_text(out, json.dumps(summary, indent=1, default=str))
     return out
 
 

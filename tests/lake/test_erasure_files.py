@@ -7,10 +7,13 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facelink.lake.erasure import Traces, holds, sweep
+from facelink.lake.fs import LakeFs
 from facelink.lake.runs import pseudonym
 from schemas import all_specs, get_spec
+from tests.s3_server import S3Server
 
 PHOTO = "ab" * 32
 
@@ -59,3 +62,22 @@ def test_sweep_removes_report_folders_and_files_that_quote_the_records(tmp_path:
                                "reports/run-a", "reports/run-c"]
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["calibration/m/other.bin", "dq_docs/index.html", "reports/run-b/index.html"]
+
+
+@pytest.mark.objectstore
+def test_sweep_works_the_same_on_an_object_store(tmp_path: Path, s3_server: S3Server) -> None:
+    vector = np.arange(8, dtype=np.float32)
+    traces = Traces.of(["REC-1"], [PHOTO], [], [vector.tobytes()])
+    lake = LakeFs(s3_server.s3_conf)
+    root = s3_server.uri("sweep-test")
+    cache = tmp_path / "cache.npz"
+    np.savez_compressed(cache, x=np.stack([vector, vector + 1]))
+    files = {"reports/run-a/index.html": b"<td>REC-1</td>", "reports/run-a/thumbs/x.jpg": b"jpeg",
+             "reports/run-b/index.html": b"<td>REC-10</td>", "reports/evaluation/e1/summary.md": PHOTO.encode(),
+             "calibration/m/embeddings-1.npz": cache.read_bytes(), "dq_docs/index.html": b"nothing here"}
+    for rel, data in files.items():
+        lake.write_bytes(f"{root}/{rel}", data)
+    removed = sweep(root, traces, lake)
+    assert sorted(removed) == ["calibration/m/embeddings-1.npz", "reports/evaluation/e1", "reports/run-a"]
+    assert lake.list_files(root) == [f"{root}/dq_docs/index.html", f"{root}/reports/run-b/index.html"]
+    lake.delete(root)

@@ -94,7 +94,7 @@ def test_publish_replaces_the_previous_folder(tmp_path: Path) -> None:
         staging = tmp_path / f"staging-{text}"
         staging.mkdir()
         (staging / "index.html").write_text(text)
-        published = publish_folder(None, staging, str(tmp_path / "lake" / "reports" / "r1"))  # type: ignore[arg-type]
+        published = publish_folder(None, staging, str(tmp_path / "lake" / "reports" / "r1"))
     assert Path(published, "index.html").read_text() == "second"
     assert sorted(p.name for p in (tmp_path / "lake" / "reports").iterdir()) == ["r1"]
 
