@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -109,6 +110,9 @@ def session_settings(cfg: Config) -> dict[str, str]:
         # small table launch 10000 tasks (minutes on a small machine, and on a small cluster).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(cfg.spark.shuffle_partitions),
         "spark.python.worker.reuse": "true",
+        # Tables are read and written by path, never through the metastore; Spark still creates its default
+        # database folder, which would otherwise be ./spark-warehouse in the working directory.
+        "spark.sql.warehouse.dir": str(Path(tempfile.gettempdir()) / "facelink-spark-warehouse"),
         # Python workers run the driver's interpreter (the project virtualenv) unless a cluster says otherwise.
         "spark.pyspark.python": sys.executable,
     }
