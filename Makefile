@@ -16,7 +16,7 @@ help:
 	@echo "make dist         dist/facelink.zip, dist/conf*, dist/facelink-env.tar.gz for spark-submit (docs/running.md)"
 	@echo "make airflow-setup  Airflow 3 + Spark provider in .airflow-venv, SQLite metadata DB (part of make setup)"
 	@echo "make airflow-test   only the Airflow tests: the DAG loaded by Airflow and run twice with airflow dags test"
-	@echo "make cluster-test   only the cluster test: ingest, extract, index, match on a local standalone master (two workers) vs local mode"
+	@echo "make cluster-test   only the cluster test: ingest, extract, index, match on a local standalone master (two workers, lake on the test S3 server) vs local mode"
 
 setup:
 	bash scripts/setup.sh

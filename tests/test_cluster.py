@@ -1,4 +1,4 @@
-"""A real multi-node Spark run: a standalone master and two one-core workers on 127.0.0.1.
+"""A real multi-node Spark run: a standalone master and two one-core workers on 127.0.0.1, the lake on an object store.
 
 The pip ``pyspark`` package ships ``bin/spark-class`` but not ``sbin/start-master.sh`` or
 ``start-worker.sh``, so the daemons are launched as ``spark-class org.apache.spark.deploy.master.Master``
@@ -7,8 +7,10 @@ and ``...worker.Worker`` on free ports, in their own process groups, and always 
 as docs/running.md says (zip in ``--py-files``, Delta jars in ``--jars``); their ``photos``, ``faces`` and
 ``matches`` must equal those of the same jobs run in local mode. Each worker runs in its own working directory
 (its ``--work-dir``), where its executors run too, and every daemon, web UI and executor listens on 127.0.0.1
-only. Both lakes get one calibration, fitted once
-in local mode on a few hundred lfw_dev photos. Run with ``make cluster-test`` (marker ``cluster``).
+only. The cluster's lake is on the S3-compatible server of tests/s3_server.py (``lake.root=s3a://...``): the
+executors share nothing with the driver but the store, and load the index from it. Its Delta tables are then
+copied to a local folder to be compared. Both lakes get one calibration, fitted once in local mode on a few
+hundred lfw_dev photos. Run with ``make cluster-test`` (marker ``cluster``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from facelink.config import load_config
+from facelink.lake.fs import LakeFs
 from jobs import build_index, calibrate, extract, ingest, match
 from tests.listeners import listening, off_loopback
 from tests.paths import LFW_DIR, REPO_ROOT
+from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.cluster
 
@@ -169,9 +173,14 @@ def dist_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "facelink.zip"
 
 
-def submit(cluster: Standalone, zip_path: Path, job: str, args: list[str], log: Path) -> str:
-    """``spark-submit`` one job to the standalone master from a scratch working folder; return its log."""
-    jars = ",".join(str(REPO_ROOT / ".jars" / j) for j in ("delta-spark_4.2_2.13-*.jar", "delta-storage-*.jar"))
+def submit(cluster: Standalone, zip_path: Path, job: str, args: list[str], log: Path,
+           env: dict[str, str] | None = None) -> str:
+    """``spark-submit`` one job to the standalone master from a scratch working folder; return its log.
+
+    The s3a jars of ``make setup`` go on ``--jars`` beside Delta's (docs/running.md §8); ``env`` adds to the
+    driver's environment (the object store's keys)."""
+    jars = ",".join(str(REPO_ROOT / ".jars" / j)
+                    for j in ("delta-spark_4.2_2.13-*.jar", "delta-storage-*.jar", "s3a/*.jar"))
     cmd = [
         str(VENV_BIN / "spark-submit"), "--master", cluster.url, "--deploy-mode", "client",
         "--name", f"facelink-cluster-test-{job}", "--driver-memory", "1g",
@@ -182,7 +191,7 @@ def submit(cluster: Standalone, zip_path: Path, job: str, args: list[str], log: 
         "--env", "test", "--conf-dir", str(REPO_ROOT / "conf"), "--set=spark.master=", *args,
     ]
     with log.open("w") as fh:
-        code = subprocess.run(cmd, cwd=log.parent, env=spark_env(log.parent), stdout=fh,
+        code = subprocess.run(cmd, cwd=log.parent, env={**spark_env(log.parent), **(env or {})}, stdout=fh,
                               stderr=subprocess.STDOUT).returncode
     text = log.read_text()
     assert code == 0, f"spark-submit {job} exited {code}:\n{text[-5000:]}"
@@ -232,30 +241,41 @@ def photo_keys(spark: SparkSession, lake: Path) -> set[tuple[str, str]]:
 
 
 def test_standalone_cluster_run_equals_local_mode(standalone: Standalone, dist_zip: Path, manifest: Path,
-                                                  probes: Path, spark: SparkSession, tmp_path: Path) -> None:
+                                                  probes: Path, spark: SparkSession, s3_server: S3Server,
+                                                  tmp_path: Path) -> None:
+    store = LakeFs(s3_server.s3_conf)
+    remote_root = s3_server.uri("cluster-lake")
     cluster_lake, local_lake = tmp_path / "cluster_lake", tmp_path / "local_lake"
     cal_lake = tmp_path / "calibration_lake"
     calibrate.run(spark, load_config("test", [f"lake.root={cal_lake}"]), limit=300, run_id="calibrate-l")
-    for lake in (cluster_lake, local_lake):
-        shutil.copytree(cal_lake / "calibration", lake / "calibration")
+    shutil.copytree(cal_lake / "calibration", local_lake / "calibration")
+    store.upload(cal_lake / "calibration", f"{remote_root}/calibration")
 
     start = time.perf_counter()
     work = tmp_path / "submit"
     work.mkdir()
-    common = [f"--set=lake.root={cluster_lake}"]
+    common = [f"--set=lake.root={remote_root}", *(f"--set={o}" for o in s3_server.overrides())]
+    keys = s3_server.env()
     submit(standalone, dist_zip, "ingest",
-           [*common, "--input", str(manifest), "--role", "gallery", "--run-id", "ingest-c"], work / "ingest.log")
+           [*common, "--input", str(manifest), "--role", "gallery", "--run-id", "ingest-c"], work / "ingest.log",
+           keys)
     submit(standalone, dist_zip, "ingest",
-           [*common, "--input", str(probes), "--role", "probe", "--run-id", "ingest-p-c"], work / "ingest-p.log")
-    submit(standalone, dist_zip, "extract", [*common, "--run-id", "extract-c"], work / "extract.log")
-    submit(standalone, dist_zip, "build_index", [*common, "--run-id", "index-c"], work / "index.log")
+           [*common, "--input", str(probes), "--role", "probe", "--run-id", "ingest-p-c"], work / "ingest-p.log",
+           keys)
+    submit(standalone, dist_zip, "extract", [*common, "--run-id", "extract-c"], work / "extract.log", keys)
+    submit(standalone, dist_zip, "build_index", [*common, "--run-id", "index-c"], work / "index.log", keys)
     submit(standalone, dist_zip, "match", [*common, *(f"--set={a}" for a in AUDIT), "--run-id", "match-c"],
-           work / "match.log")
+           work / "match.log", keys)
     cluster_s = time.perf_counter() - start
     apps = standalone.state()["completedapps"]
     assert sorted(a["name"] for a in apps) == sorted(
         f"facelink-cluster-test-{job}" for job in ("ingest", "ingest", "extract", "build_index", "match"))
     assert_on_loopback_in_own_folders(standalone)
+    index_files = store.list_files(f"{remote_root}/indexes")
+    assert index_files and all(f.endswith((".faiss", ".ids.npy")) for f in index_files)
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        f"{n}.log" for n in ("ingest", "ingest-p", "extract", "index", "match")), "the driver wrote in its folder"
+    store.download(f"{remote_root}/tables", cluster_lake / "tables")  # Delta tables are files: read them here
 
     cfg = load_config("test", [f"lake.root={local_lake}", *AUDIT])
     ingest.run(spark, cfg, str(manifest), "gallery", "ingest-l")
