@@ -59,10 +59,11 @@ from facelink.evaluation.suite import PairsProtocol, build_search_protocol, gene
 from facelink.evaluation.techniques import EvalConfig, default_config, evaluation_configs
 from facelink.extraction.run import extract_faces
 from facelink.ingest.photos import ingest_photos
-from facelink.lake.fs import lake_fs, lake_uri
+from facelink.lake.fs import is_local, lake_fs, lake_uri, local_path
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where, table_exists
 from facelink.registry import model_spec, recogniser_id
+from facelink.report.publish import publish_folder
 from facelink.search.calibration import band_levels
 from schemas import get_spec
 
@@ -99,22 +100,6 @@ def production_gallery_rows(spark: SparkSession, cfg: Config) -> int:
     ).select(F.col("run_id").alias("ingest_run_id"))
     gallery = read_table(spark, cfg, "photos").filter(F.col("role") == "gallery").select("ingest_run_id")
     return gallery.join(evaluation_ingests.distinct(), "ingest_run_id", how="left_anti").count()
-
-
-def _local(uri: str) -> Path | None:
-    """The local folder of a lake location, or None when it is a remote URI."""
-    if uri.startswith("file:"):
-        return Path("/" + uri[len("file:"):].lstrip("/"))
-    return None if "://" in uri else Path(uri)
-
-
-def _publish(cfg: Config, local_dir: Path, target: str) -> None:
-    """Put a locally written report folder in a remote lake through the lake's filesystem seam (the previous
-    objects of the run id go first), then remove the local folder."""
-    lake = lake_fs(cfg)
-    lake.delete(target)
-    lake.upload(local_dir, target)
-    shutil.rmtree(local_dir, ignore_errors=True)
 
 
 def _pairs(labelled: LabelledSet, pairs_path: str | None, settings: EvaluationSettings) -> PairsProtocol:
@@ -173,7 +158,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
     evaluated = evaluation_configs(cfg, settings.configs, settings.alt_detect_sizes)
     default = default_config(cfg)
     target = report_location(cfg, run_id)
-    local = _local(target)
+    local = local_path(target) if is_local(target) else None
     model_ids = {r: model_spec(cfg, r).model_id for c in [*evaluated, default] for r in c.recognisers}
     with RunRecorder(spark, cfg, JOB, run_id, model_id=recogniser_id(cfg)) as rec:
         require_accountability(cfg, JOB)
@@ -213,7 +198,7 @@ def run(spark: SparkSession, cfg: Config, manifest: str, pairs: str | None = Non
         rep.write_json(work, report)
         rep.write_summary(work, report)
         if local is None:
-            _publish(cfg, work, target)
+            publish_folder(lake_fs(cfg), work, target)
         headline = _headline(report)
         rec.counts.update(photos=len(labelled), rows=len(rows), configs=len(evaluated))
         rec.detail.update(manifest=manifest, pairs=pairs, sample=sample, report=target, digests=report["digests"],

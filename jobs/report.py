@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.lake.fs import is_local, lake_fs, lake_uri
+from facelink.lake.fs import is_local, lake_fs, lake_uri, local_path
 from facelink.lake.runs import Accountability, RunRecorder, new_run_id
 from facelink.lake.tables import read_table, table_exists
 from facelink.progress import Progress
@@ -45,7 +45,7 @@ from facelink.report.data import (
     stage_rows,
 )
 from facelink.report.html import ReportContent, Thumb, render_report
-from facelink.report.publish import local_path, publish_folder, report_dir
+from facelink.report.publish import publish_folder, report_dir
 from facelink.report.thumbs import check_side, transform_thumbnails
 
 log = logging.getLogger(__name__)

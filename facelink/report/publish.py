@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from facelink import identifiers
-from facelink.lake.fs import LakeFs, is_local, join
+from facelink.lake.fs import LakeFs, is_local, join, local_path
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,6 @@ log = logging.getLogger(__name__)
 def report_dir(lake_root: str, run_id: str) -> str:
     """Where the report of ``run_id`` lives: ``<lake.root>/reports/<run_id>``."""
     return join(lake_root, "reports", identifiers.run_id(run_id))
-
-
-def local_path(uri: str) -> Path | None:
-    """The local path of ``uri`` (a plain path or ``file:``), or None for a remote filesystem."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
-    if uri.startswith("file:"):
-        return Path(uri[len("file:"):])
-    return None if "://" in uri else Path(uri)
 
 
 def publish_folder(lake: LakeFs | None, staging: Path, dest: str) -> str:
