@@ -201,6 +201,7 @@ class IndexConf:
     threads: int = 2
     search_threads: int = 2
     search_breadth: Literal["floor", "knn"] = "floor"
+    gallery_quality: Literal["flag", "exclude"] = "flag"
 
 
 @dataclass(frozen=True)

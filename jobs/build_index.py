@@ -1,6 +1,7 @@
 """Build and publish the gallery's FAISS indexes, one per archive partition, from ``faces``.
 
-Searchable faces are the primary, quality-passing gallery faces of the configured recogniser. Per partition
+Searchable faces are the primary gallery faces of the configured recogniser (``index.gallery_quality``: with or
+without those failing the quality rule; a change of it rebuilds in full). Per partition
 the index kind follows its size and the memory budget; the version is published by appending all its
 ``index_manifest`` rows in one Delta commit (:mod:`facelink.index.publish`). Incremental unless ``--full``.
 

@@ -1,7 +1,7 @@
 """Archive self-search for duplicate enrolments: CANDIDATE pairs of different records, and their clusters.
 
 Every searchable gallery face (or, in incremental mode, those extracted since the last successful dedup
-run) is searched against the published gallery index. Hits on the face itself or on the same record are
+run, when that run searched under the same ``index.gallery_quality``) is searched against the published gallery index. Hits on the face itself or on the same record are
 dropped; pairs of different record ids scoring at or above the loosest band of ``dedup.bands`` (FPIR levels
 for the gallery's size, turned into thresholds by the calibration's measured FPIR model) are written to
 ``duplicate_candidates`` with the estimated FMR and FPIR (each clamped to the smallest rate its calibration
@@ -18,6 +18,7 @@ Run: ``python -m jobs.dedup --env local --set audit.operator=... --set audit.pur
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
-from facelink.index.gallery import searchable_faces
+from facelink.index.gallery import UNRECORDED_GALLERY_QUALITY, searchable_faces
 from facelink.lake.runs import RunRecorder, new_run_id, require_accountability
 from facelink.lake.tables import read_table, replace_where
 from facelink.registry import recogniser_id
@@ -40,7 +41,8 @@ JOB = "dedup"
 
 def last_dedup_start(spark: SparkSession, cfg: Config, run_id: str) -> object | None:
     """Start time of the last successful dedup run before ``run_id`` (incremental mode searches faces
-    extracted after it).
+    extracted after it); None when there is none, or when that run searched under another
+    ``index.gallery_quality`` (the faces a change lets into the index have never searched: a full run).
 
     Earlier attempts of ``run_id`` itself, and runs that started after its first attempt, do not count: a
     retried or re-run night then searches the same faces again and replaces its rows with the same pairs.
@@ -50,8 +52,18 @@ def last_dedup_start(spark: SparkSession, cfg: Config, run_id: str) -> object | 
     earlier = runs.filter((F.col("status") == "succeeded") & (F.col("run_id") != run_id))
     if first is not None and first["t"] is not None:
         earlier = earlier.filter(F.col("started_at") < F.lit(first["t"]))
-    row = earlier.agg(F.max("started_at").alias("t")).first()
-    return row["t"] if row else None
+    row = earlier.orderBy(F.col("started_at").desc()).select("run_id", "started_at").first()
+    if row is None:
+        return None
+    audit = read_table(spark, cfg, "audit").filter(
+        (F.col("job") == JOB) & (F.col("run_id") == row["run_id"]) & (F.col("outcome") == "succeeded"))
+    rules = {json.loads(a["detail"] or "{}").get("gallery_quality", UNRECORDED_GALLERY_QUALITY)
+             for a in audit.select("detail").collect()}
+    if rules != {cfg.index.gallery_quality}:
+        log.info("last dedup run %s searched with gallery_quality %s, configured %s: a full run", row["run_id"],
+                 sorted(rules), cfg.index.gallery_quality)
+        return None
+    return row["started_at"]
 
 
 def connected_components(edges: Iterable[tuple[str, str, float, str]]) -> list[tuple[str, int, str, str, float, str]]:
@@ -115,7 +127,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, full: bool 
         rec.detail.update(plan.audit_detail())
         rec.detail.update(incremental_since=str(since) if since else None)
 
-        searchable = searchable_faces(read_table(spark, cfg, "faces"), model_id)
+        searchable = searchable_faces(read_table(spark, cfg, "faces"), model_id, plan.gallery_quality)
         # The pairs need only the gallery side's ids and quality: cache those, and the embeddings once (queries).
         gallery = searchable.select("face_id", "record_id", "photo_id", "quality_ok", "det_score").cache()
         queries = searchable if since is None else searchable.filter(F.col("extracted_at") > F.lit(since))

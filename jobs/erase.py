@@ -222,7 +222,7 @@ def rebuild_indexes(spark: SparkSession, cfg: Config, names: dict[str, str],
     if not names:
         return {}, ()
     faces = read_table(spark, cfg, "faces")
-    searchable = {m: searchable_faces(faces, m).limit(1).count() > 0 for m in names}
+    searchable = {m: searchable_faces(faces, m, cfg.index.gallery_quality).limit(1).count() > 0 for m in names}
     versions: dict[str, str] = {}
     for i, (model_id, name) in enumerate(sorted(names.items())):
         if not searchable[model_id]:

@@ -74,7 +74,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None, probe_run_i
             "quality_ok", "det_score",
         ).cache()
         hits = plan.search(queries, cfg.match.k, cfg.index.search_threads, cfg.match.partitions or None)
-        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id)
+        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id, plan.gallery_quality)
         matches = transform_matches(hits, queries, gallery, plan, run_id).cache()
         try:
             replace_where(spark, cfg, get_spec("matches"), matches, "run_id", run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,12 +22,36 @@ def face_id_col(prefix: str = "") -> Column:
     return digest.bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))
 
 
-def searchable_faces(faces: DataFrame, model_id: str, role: str = "gallery") -> DataFrame:
-    """Primary, quality-passing faces of ``role`` for ``model_id``, with their ``face_id``."""
-    return faces.filter(
-        (F.col("role") == role) & (F.col("model_id") == model_id) & (F.col("status") == "ok")
-        & F.col("is_primary") & F.col("quality_ok")
-    ).withColumn("face_id", face_id_col())
+#: ``index.gallery_quality`` of an index version whose manifest does not say: versions published before the
+#: setting existed searched only quality-passing faces.
+UNRECORDED_GALLERY_QUALITY = "exclude"
+
+
+def searchable_faces(faces: DataFrame, model_id: str, gallery_quality: str, role: str = "gallery") -> DataFrame:
+    """The primary faces of ``role`` for ``model_id`` that the index holds, with their ``face_id``.
+
+    ``gallery_quality`` is ``index.gallery_quality``: ``flag`` keeps faces failing the quality rule (their
+    ``quality_ok`` and reasons travel with every candidate), ``exclude`` drops them.
+    """
+    if gallery_quality not in ("flag", "exclude"):
+        raise ValueError(f"index.gallery_quality must be 'flag' or 'exclude', got {gallery_quality!r}")
+    keep = (F.col("role") == role) & (F.col("model_id") == model_id) & (F.col("status") == "ok") & F.col("is_primary")
+    if gallery_quality == "exclude":
+        keep = keep & F.col("quality_ok")
+    return faces.filter(keep).withColumn("face_id", face_id_col())
+
+
+def manifest_gallery_quality(rows: list[dict[str, Any]]) -> str | None:
+    """The ``index.gallery_quality`` an index version was built with (from its manifest rows' ``params``);
+    None for no rows.
+
+    Raises:
+        ValueError: The rows disagree (a version is built with one setting).
+    """
+    found = {json.loads(r["params"]).get("gallery_quality", UNRECORDED_GALLERY_QUALITY) for r in rows}
+    if len(found) > 1:
+        raise ValueError(f"index manifest rows disagree on gallery_quality: {sorted(found)}")
+    return found.pop() if found else None
 
 
 def current_index(spark: SparkSession, cfg: Config, model_id: str) -> tuple[str | None, list[dict[str, Any]]]:

@@ -1,6 +1,7 @@
 """Build and publish the gallery's FAISS indexes, one per archive partition, from ``faces``.
 
-Searchable faces are the primary, quality-passing gallery faces of the configured recogniser. Per partition
+Searchable faces are the primary gallery faces of the configured recogniser (without those failing the quality
+rule when ``index.gallery_quality`` is ``exclude``; a change of that setting rebuilds in full). Per partition
 the index kind follows its size and the memory budget (``facelink.index.params.choose_index_params``):
 exact search for small partitions, IVF for large ones, trained on a seeded sample; a partition larger than
 ``index.shard_size`` is filled in shards in parallel on Spark from the serialised trained index and merged on
@@ -41,7 +42,12 @@ from pyspark.sql import functions as F
 from facelink import identifiers
 from facelink.config import Config
 from facelink.index import build as ib
-from facelink.index.gallery import current_index, searchable_faces
+from facelink.index.gallery import (
+    UNRECORDED_GALLERY_QUALITY,
+    current_index,
+    manifest_gallery_quality,
+    searchable_faces,
+)
 from facelink.index.params import IndexParams, choose_index_params, nprobe_by_score, nprobe_for_recall
 from facelink.index.search import load_ids
 from facelink.lake.fs import LakeFs, join, lake_fs, lake_uri, local_staging, staged_version, worker_cache_dir
@@ -123,7 +129,7 @@ def build_partition(gallery: DataFrame, partition: str, cfg: Config, out_dir: st
         index = ib.build_partition_index(xb, params, seed=seed, threads=threads, shard_size=cfg.index.shard_size)
     nprobe, recall, by_score = measure(index, xb, cfg, seed)
     return write_partition(lake_fs(cfg), out_dir, partition, index, ids, params, nprobe, recall, "full", n,
-                           by_score)
+                           by_score, cfg.index.gallery_quality)
 
 
 def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple[int, float, dict[str, int]]:
@@ -143,9 +149,10 @@ def measure(index: faiss.Index, xb: np.ndarray, cfg: Config, seed: int) -> tuple
 
 def write_partition(lake: LakeFs, out_dir: str, partition: str, index: faiss.Index, ids: np.ndarray,
                     params: IndexParams, nprobe: int, recall: float, mode: str, trained_count: int,
-                    by_score: dict[str, int]) -> PartitionBuild:
+                    by_score: dict[str, int], gallery_quality: str) -> PartitionBuild:
     """Write the index and its position -> face id array under ``out_dir`` (a lake URI); return the manifest
-    facts. FAISS writes a local temporary file, which is then put in the lake whole."""
+    facts (``params`` records ``gallery_quality``, which faces the index holds). FAISS writes a local temporary
+    file, which is then put in the lake whole."""
     identifiers.partition(partition)  # a file name under out_dir
     index_path = join(out_dir, f"{partition}.faiss")
     ids_path = join(out_dir, f"{partition}.ids.npy")
@@ -157,7 +164,8 @@ def write_partition(lake: LakeFs, out_dir: str, partition: str, index: faiss.Ind
     np.save(buffer, ids.astype(np.int64), allow_pickle=False)
     ids_bytes = buffer.getvalue()
     lake.write_bytes(ids_path, ids_bytes)
-    meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": by_score}
+    meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": by_score,
+            "gallery_quality": gallery_quality}
     return PartitionBuild(partition, params.kind, meta, int(ids.shape[0]), index_path, index_sha,
                           ids_path, hashlib.sha256(ids_bytes).hexdigest(), int(nprobe), float(recall), mode)
 
@@ -169,6 +177,7 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     meta = json.loads(previous["params"])
     trained_count = int(meta.pop("trained_count", previous["vector_count"]))
     previous_by_score = meta.pop("nprobe_by_score", {})
+    gallery_quality = meta.pop("gallery_quality", UNRECORDED_GALLERY_QUALITY)
     params = IndexParams(**meta)
     ids, xb = collect_vectors(gallery, part)
     lake = lake_fs(cfg)
@@ -186,7 +195,8 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
     old_set = set(old_ids.tolist())
     new_mask = np.array([i not in old_set for i in ids.tolist()], dtype=bool)
     if not new_mask.any():
-        meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": previous_by_score}
+        meta = {**asdict(params), "trained_count": trained_count, "nprobe_by_score": previous_by_score,
+                "gallery_quality": gallery_quality}
         return PartitionBuild(part, params.kind, meta,
                               int(previous["vector_count"]), previous["index_path"], previous["index_sha256"],
                               previous["ids_path"], previous["ids_sha256"], int(previous["nprobe"]),
@@ -204,7 +214,7 @@ def update_partition(gallery: DataFrame, previous: dict[str, Any], cfg: Config, 
         log.info("partition %s recall fell %.4f -> %.4f: rebuild", part, previous["recall_at_10"], recall)
         return None
     return write_partition(lake, out_dir, part, index, order, params, nprobe, recall, "incremental",
-                           trained_count, by_score)
+                           trained_count, by_score, gallery_quality)
 
 
 def index_root(cfg: Config, model_id: str) -> str:
@@ -230,7 +240,7 @@ def build_and_publish(spark: SparkSession, cfg: Config, full: bool = False, run_
     with RunRecorder(spark, cfg, JOB, run_id, model_id=model_id) as rec:
         rec.read("faces")
         rec.read("index_manifest")
-        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).select(
+        gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id, cfg.index.gallery_quality).select(
             "partition", "face_id", "embedding"
         ).cache()
         try:
@@ -240,6 +250,11 @@ def build_and_publish(spark: SparkSession, cfg: Config, full: bool = False, run_
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             version = f"{stamp}-{uuid.uuid4().hex[:8]}"
             base_version, previous = current_index(spark, cfg, model_id)
+            built_with = manifest_gallery_quality(previous)
+            if built_with is not None and built_with != cfg.index.gallery_quality:
+                log.info("index %s holds the gallery faces of gallery_quality=%s, configured %s: full rebuild",
+                         base_version, built_with, cfg.index.gallery_quality)
+                full = True
             prev_by_part = {} if full else {str(r["partition"]): r for r in previous}
             builds: list[PartitionBuild] = []
             # Written once under its own prefix; in force only once publish() commits its manifest rows.

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from facelink.config import Config
 from facelink.errors import InputError
-from facelink.index.gallery import current_index
+from facelink.index.gallery import current_index, manifest_gallery_quality
 from facelink.lake.fs import LakeFs, lake_fs
 from facelink.search.calibration import Calibration, load_calibration
 from facelink.search.scoring import band_col, band_thresholds, fmr_udf, fpir_udf, precision_detail
@@ -42,6 +42,8 @@ class SearchPlan:
         thresholds: Band name -> score threshold at ``gallery_size``.
         floor: The loosest threshold: nothing below it is stored.
         search_breadth: ``index.search_breadth`` (``floor`` or ``knn``).
+        gallery_quality: ``index.gallery_quality`` the version was built with (``flag``: faces failing the
+            quality rule are searched and flagged; ``exclude``: not searched).
         lake: The lake's filesystem, which the executors load the index files through.
     """
 
@@ -54,6 +56,7 @@ class SearchPlan:
     thresholds: dict[str, float]
     floor: float
     search_breadth: str
+    gallery_quality: str
     lake: LakeFs = field(default_factory=LakeFs, compare=False)
 
     @property
@@ -62,9 +65,10 @@ class SearchPlan:
         return {str(r["partition"]): int(r["nprobe"]) for r in self.manifest}
 
     def audit_detail(self) -> dict[str, Any]:
-        """What the run's ``audit.detail`` records of its plan: breadth, nprobe, calibration, N, thresholds and
-        the precision of its estimates (floors, the FPIR model's measured ranges)."""
-        return {"search_breadth": self.search_breadth, "nprobe": self.nprobe, "calibration": self.calibration.version,
+        """What the run's ``audit.detail`` records of its plan: breadth, gallery rule, nprobe, calibration, N,
+        thresholds and the precision of its estimates (floors, the FPIR model's measured ranges)."""
+        return {"search_breadth": self.search_breadth, "gallery_quality": self.gallery_quality,
+                "nprobe": self.nprobe, "calibration": self.calibration.version,
                 "gallery_size": self.gallery_size, "band_thresholds": self.thresholds,
                 **precision_detail(self.calibration, self.bands, self.gallery_size)}
 
@@ -110,17 +114,22 @@ def plan_search(spark: SparkSession, cfg: Config, model_id: str, bands: dict[str
     """The plan of a search of ``model_id``'s index in force with ``bands`` (FPIR levels by band name).
 
     Raises:
-        InputError: No published index for ``model_id``, no calibration, or no bands.
+        InputError: No published index for ``model_id``, one built with another ``index.gallery_quality`` than
+            configured, no calibration, or no bands.
     """
     version, manifest = current_index(spark, cfg, model_id)
     if version is None:
         raise InputError(f"no published index for {model_id}: run jobs.build_index first")
+    built_with = manifest_gallery_quality(manifest)
+    if built_with != cfg.index.gallery_quality:
+        raise InputError(f"index {version} of {model_id} was built with index.gallery_quality={built_with}, the "
+                         f"configuration says {cfg.index.gallery_quality}: run jobs.build_index first")
     cal = load_calibration(cfg, model_id)
     n = sum(int(r["vector_count"]) for r in manifest)
     thresholds = band_thresholds(cal, bands, n)
     floor = min(thresholds.values())
     breadth = cfg.index.search_breadth
     plan = SearchPlan(model_id, version, tuple(rows_for_floor(manifest, floor, breadth)), cal, n, dict(bands),
-                      thresholds, floor, breadth, lake_fs(cfg))
+                      thresholds, floor, breadth, cfg.index.gallery_quality, lake_fs(cfg))
     log.info("search of %s index %s: floor %.4f, nprobe by partition %s", model_id, version, floor, plan.nprobe)
     return plan

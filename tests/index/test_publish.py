@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from facelink.config import Config
+from facelink.errors import InputError
 from facelink.index import publish
 from facelink.index.build import exact_search
-from facelink.index.gallery import current_index, searchable_faces
+from facelink.index.gallery import current_index, manifest_gallery_quality, searchable_faces
 from facelink.index.search import load_searcher
 from facelink.lake.fs import lake_fs, unpublished_versions
 from facelink.lake.tables import read_table
 from facelink.registry import recogniser_id
-from facelink.search.plan import rows_for_floor
+from facelink.search.plan import plan_search, rows_for_floor
 from jobs import build_index
 from tests.conftest import PipelineLake
 
@@ -26,7 +31,8 @@ def test_manifest_is_complete_and_every_face_finds_itself(spark: SparkSession, p
     model_id = recogniser_id(cfg)
     version, rows = current_index(spark, cfg, model_id)
     assert version == pipeline_lake.results["build_index"].index_version  # type: ignore[attr-defined]
-    gallery = searchable_faces(read_table(spark, cfg, "faces"), model_id).select("face_id", "embedding").collect()
+    faces = read_table(spark, cfg, "faces")
+    gallery = searchable_faces(faces, model_id, cfg.index.gallery_quality).select("face_id", "embedding").collect()
     assert sum(r["vector_count"] for r in rows) == len(gallery)
     for row in rows:
         assert row["index_sha256"] and row["ids_sha256"] and row["recall_at_10"] == pytest.approx(1.0)
@@ -85,3 +91,42 @@ def test_incremental_build_without_changes_publishes_nothing(spark: SparkSession
     res = build_index.run(spark, cfg, run_id="t-index-again")
     assert res.rebuilt == 0
     assert read_table(spark, cfg, "index_manifest").count() == before
+
+
+def _index_ids(spark: SparkSession, cfg: Config, model_id: str) -> tuple[str, set[int]]:
+    """The gallery_quality the version in force was built with, and the face ids it holds."""
+    _, rows = current_index(spark, cfg, model_id)
+    held = [np.load(io.BytesIO(lake_fs(cfg).read_bytes(r["ids_path"])), allow_pickle=False) for r in rows]
+    return str(manifest_gallery_quality(rows)), {int(i) for ids in held for i in ids}
+
+
+def test_the_gallery_quality_rule_decides_which_faces_the_index_holds(
+    spark: SparkSession, pipeline_lake: PipelineLake, tmp_path: Path
+) -> None:
+    """``flag`` (the default) indexes gallery faces failing the quality rule, ``exclude`` leaves them out; the
+    manifest says which, a change of the setting rebuilds in full, and a search whose configuration disagrees
+    with the index in force is refused rather than run on other faces than it says. (On a copy of the lake:
+    the shared one keeps its index version.)"""
+    shutil.copytree(pipeline_lake.cfg.lake_root, tmp_path / "lake")
+    cfg = pipeline_lake.cfg.with_overrides([f"lake.root={tmp_path / 'lake'}"])
+    model_id = recogniser_id(cfg)
+    every = searchable_faces(read_table(spark, cfg, "faces"), model_id, "flag")
+    failing = {int(r["face_id"]) for r in every.filter(~F.col("quality_ok")).select("face_id").collect()}
+    passing = {int(r["face_id"]) for r in every.filter(F.col("quality_ok")).select("face_id").collect()}
+    assert failing and passing, "the fixture's gallery has faces on both sides of the quality rule"
+    assert _index_ids(spark, cfg, model_id) == ("flag", failing | passing)
+
+    excluding = cfg.with_overrides(["index.gallery_quality=exclude"])
+    with pytest.raises(InputError, match="gallery_quality=flag"):
+        plan_search(spark, excluding, model_id, excluding.match.bands)
+    res = build_index.run(spark, excluding, run_id="t-index-exclude")
+    assert res.rebuilt == res.partitions, "a change of the rule rebuilds every partition"
+    assert _index_ids(spark, excluding, model_id) == ("exclude", passing)
+    assert plan_search(spark, excluding, model_id, excluding.match.bands).gallery_quality == "exclude"
+    with pytest.raises(InputError, match="gallery_quality=exclude"):
+        plan_search(spark, cfg, model_id, cfg.match.bands)
+    assert build_index.run(spark, excluding, run_id="t-index-exclude-again").rebuilt == 0
+    res = build_index.run(spark, cfg, run_id="t-index-flag")
+    assert res.rebuilt == res.partitions
+    assert _index_ids(spark, cfg, model_id) == ("flag", failing | passing)
+    assert plan_search(spark, cfg, model_id, cfg.match.bands).audit_detail()["gallery_quality"] == "flag"

@@ -33,6 +33,14 @@ def test_incremental_rerun_searches_only_new_faces(spark: SparkSession, pipeline
     assert res.clusters == pipeline_lake.results["dedup"].clusters  # type: ignore[attr-defined]
 
 
+def test_a_change_of_the_gallery_rule_makes_the_next_run_full(spark: SparkSession, pipeline_lake: PipelineLake) -> None:
+    """Faces a change of ``index.gallery_quality`` lets into the index were extracted long ago: an incremental
+    run would never search them, so the first run under a new rule searches everything."""
+    cfg = pipeline_lake.cfg
+    assert dedup.last_dedup_start(spark, cfg, "t-dedup-next") is not None
+    assert dedup.last_dedup_start(spark, cfg.with_overrides(["index.gallery_quality=exclude"]), "t-dedup-next") is None
+
+
 def test_rerun_of_a_run_id_writes_the_same_candidates(spark: SparkSession, pipeline_lake: PipelineLake) -> None:
     def pairs() -> list[tuple]:
         rows = read_table(spark, pipeline_lake.cfg, "duplicate_candidates").filter(F.col("run_id") == "t-dedup")

@@ -264,7 +264,8 @@ def erase_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
     review.record_review(spark, cfg, "alice", "match", f"m2/{pid[T1]}/1", "same_person", run_id="t-review")
     second = _needles(spark, cfg, T2, [rel for rid, rel, _ in GALLERY if rid == T2])
     planted = _plant_derived_files(root / "lake", target, second)
-    face_ids = {int(r["face_id"]) for r in searchable_faces(read_table(spark, cfg, "faces"), model_id)
+    faces = searchable_faces(read_table(spark, cfg, "faces"), model_id, cfg.index.gallery_quality)
+    face_ids = {int(r["face_id"]) for r in faces
                 .filter(F.col("record_id") == T1).select("face_id").collect()}
     assert len(face_ids) == 2, "both T1 photos should be searchable gallery faces"
     lake = root / "lake"
