@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Mapping, Sequence
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from facelink.config import Config
@@ -68,6 +69,14 @@ def probe_summary(rank1: Mapping[str, tuple[str, str]], truth: Mapping[str, Mapp
     }
 
 
+def flagged_counts(candidates: DataFrame, quality_cols: Sequence[str]) -> dict[str, int]:
+    """Candidate rows per band in which a face fails the quality rule (any of ``quality_cols`` false): with
+    ``index.gallery_quality: flag`` such faces are searched, and the reviewer is told."""
+    fails = reduce(lambda a, b: a | b, [~F.col(c) for c in quality_cols])
+    rows = candidates.filter(fails).groupBy("band").count().collect()
+    return {str(r["band"]): int(r["count"]) for r in rows}
+
+
 def summarise(spark: SparkSession, cfg: Config, run_ids: Mapping[str, str], truth_path: Path | None) -> dict[str, Any]:
     """Everything the demo prints at the end, read back from the lake's Delta tables.
 
@@ -100,6 +109,14 @@ def summarise(spark: SparkSession, cfg: Config, run_ids: Mapping[str, str], trut
                  read_table(spark, cfg, "duplicate_candidates").select("record_id_a", "record_id_b", "band").collect()]
         out["duplicates"] = duplicate_summary(pairs, truth)
     match_id = run_ids.get("match")
+    flagged: dict[str, dict[str, int]] = {}
+    if table_exists(spark, cfg, "duplicate_candidates"):
+        flagged["duplicates"] = flagged_counts(read_table(spark, cfg, "duplicate_candidates"),
+                                               ["quality_ok_a", "quality_ok_b"])
+    if match_id and table_exists(spark, cfg, "matches"):
+        flagged["matches"] = flagged_counts(read_table(spark, cfg, "matches").filter(F.col("run_id") == match_id),
+                                            ["probe_quality_ok", "candidate_quality_ok"])
+    out["flagged_quality"] = flagged
     if truth is not None and match_id and table_exists(spark, cfg, "matches"):
         rows = read_table(spark, cfg, "matches").filter((F.col("run_id") == match_id) & (F.col("rank") == 1)) \
             .select("probe_record_id", "candidate_record_id", "band").collect()
@@ -140,6 +157,12 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                      f" ({pr['mated_rank1_rate']})")
         lines.append(f"  unmated probes with a strong candidate: {pr['unmated_with_strong_candidate']}/"
                      f"{pr['unmated_probes']} ({pr['unmated_strong_rate']})")
+    flagged = summary.get("flagged_quality") or {}
+    if flagged:
+        parts = [f"{kind} " + (", ".join(f"{b} {n}" for b, n in sorted(per_band.items())) or "none")
+                 for kind, per_band in sorted(flagged.items())]
+        lines.append("  candidates with a face failing the quality rule (flagged for the reviewer): "
+                     + "; ".join(parts))
     lines.append(f"  tables: {summary['lake']}/tables/<name> (Delta; read with spark.read.format('delta'))")
     if "data_docs" in summary:
         lines.append(f"  data docs: {summary['data_docs']}")

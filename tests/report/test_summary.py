@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from facelink import nightly
+from facelink.lake.tables import read_table
 from facelink.report.summary import duplicate_summary, format_summary, planted_pairs, probe_summary, summarise
 from tests.conftest import PipelineLake
 
@@ -50,8 +52,18 @@ def test_summary_reads_the_pipeline_lake(spark: SparkSession, pipeline_lake: Pip
                       "match": "succeeded", "never": "not run"}
     assert out["duplicates"]["planted"] > 0 and out["duplicates"]["any_band"]["found"] > 0
     assert out["probes"]["mated_probes"] == sum(t["kind"] == "mated_probe" for t in pipeline_lake.truth.values())
+    # candidates with a face failing the quality rule, counted per band from the tables themselves
+    dups = read_table(spark, pipeline_lake.cfg, "duplicate_candidates")
+    failing = dups.filter(~(F.col("quality_ok_a") & F.col("quality_ok_b")))
+    assert out["flagged_quality"]["duplicates"] == {r["band"]: r["count"] for r in failing.groupBy("band").count()
+                                                    .collect()}
+    matches = read_table(spark, pipeline_lake.cfg, "matches").filter(F.col("run_id") == "t-match")
+    failing = matches.filter(~(F.col("probe_quality_ok") & F.col("candidate_quality_ok")))
+    assert out["flagged_quality"]["matches"] == {r["band"]: r["count"] for r in failing.groupBy("band").count()
+                                                 .collect()}
     text = format_summary(out)
     assert "not identifications" in text and "planted duplicate enrolments" in text
+    assert "failing the quality rule (flagged for the reviewer)" in text
 
 
 def test_every_step_of_the_chain_is_summarised_by_its_run_id() -> None:
