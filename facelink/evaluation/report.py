@@ -192,9 +192,9 @@ def _ci(ci: Sequence[float] | None) -> str:
 
 def _delta_tables(report: Mapping[str, Any], fpir: Sequence[float]) -> list[str]:
     """Paired differences against each baseline the report holds (``vs_reference``, ``vs_mfn_flip``,
-    ``vs_mfn_flip_all_faces``)."""
+    ``vs_mfn_flip_all_faces``, ``vs_mfn_flip_quality_only``)."""
     lines: list[str] = []
-    for key in ("vs_reference", "vs_mfn_flip", "vs_mfn_flip_all_faces"):
+    for key in ("vs_reference", "vs_mfn_flip", "vs_mfn_flip_all_faces", "vs_mfn_flip_quality_only"):
         deltas = report.get(key)
         if not deltas:
             continue

@@ -42,7 +42,7 @@ from facelink.evaluation.suite import (
     search_calibrations,
     search_matrices,
 )
-from facelink.evaluation.techniques import EvalConfig, as_dict
+from facelink.evaluation.techniques import GALLERY_RULES, EvalConfig, as_dict
 from facelink.metrics import threshold_at_fmr
 from facelink.registry import extraction_suffix
 from facelink.search.fpir import format_check_rows, heldout_fpir_check
@@ -53,9 +53,9 @@ REFERENCE_NAME = "reference"
 #: Second baseline of the paired differences: the default before SFace (MobileFaceNet, flip TTA, production
 #: scoring), measured when the run includes ``sface_mix``.
 PREVIOUS_DEFAULT_NAME = "mfn_flip"
-#: Third baseline: the previous default without the gallery quality filter, as issue 16 measured it, the like
-#: of ``default_all_faces`` (measured when the run includes ``sface_mix``).
-PREVIOUS_ALL_FACES_NAME = "mfn_flip_all_faces"
+#: Third baseline: the previous default under the gallery rule production does not use, the like of
+#: ``default_all_faces`` / ``default_quality_only`` (measured when the run includes ``sface_mix``).
+PREVIOUS_OTHER_GALLERY_NAMES = ("mfn_flip_all_faces", "mfn_flip_quality_only")
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,10 @@ def evaluate(inputs: Inputs, configs: Sequence[EvalConfig]) -> Outputs:
     _fpir_check(inputs, configs, out)
     out.report["configs"] = {c.name: as_dict(c) for c in configs}
     out.report["model_ids"] = {c.name: config_model_id(c, inputs.model_ids, inputs.align_method) for c in configs}
-    if inputs.default_model_id and "default" in out.report["model_ids"]:
-        out.report["model_ids"]["default"] = inputs.default_model_id
+    if inputs.default_model_id:  # the default under either gallery rule embeds with the production pipeline
+        for name in ("default", *(f"default{suffix}" for suffix in GALLERY_RULES.values())):
+            if name in out.report["model_ids"]:
+                out.report["model_ids"][name] = inputs.default_model_id
     return out
 
 
@@ -222,9 +224,9 @@ def _fpir_check(inputs: Inputs, configs: Sequence[EvalConfig], out: Outputs) -> 
 
 def _deltas(inputs: Inputs, configs: Sequence[EvalConfig], boot: BootstrapSpec, out: Outputs) -> None:
     """Paired differences of every configuration against the reference and against the previous default
-    (each when both were measured): ``vs_reference``, ``vs_mfn_flip`` and ``vs_mfn_flip_all_faces`` in the
-    report."""
-    for base_name in (REFERENCE_NAME, PREVIOUS_DEFAULT_NAME, PREVIOUS_ALL_FACES_NAME):
+    (each when both were measured): ``vs_reference``, ``vs_mfn_flip`` and ``vs_mfn_flip_all_faces`` or
+    ``vs_mfn_flip_quality_only`` in the report."""
+    for base_name in (REFERENCE_NAME, PREVIOUS_DEFAULT_NAME, *PREVIOUS_OTHER_GALLERY_NAMES):
         base = out.outcomes.get(base_name)
         if base is None:
             continue

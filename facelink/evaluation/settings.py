@@ -39,7 +39,8 @@ class EvaluationSettings:
     """
 
     configs: tuple[str, ...] = ("reference", "flip_tta", "templates", "fusion", "fusion_fmr", "cohort_norm",
-                                "detect_size", "sface_mix", "default", "default_all_faces", "all")
+                                "detect_size", "sface_mix", "default", "default_all_faces",
+                                "default_quality_only", "all")
     alt_detect_sizes: tuple[int, ...] = (480, 640)
     fpir_targets: tuple[float, ...] = (0.01, 0.003)
     far_targets: tuple[float, ...] = (0.01, 0.001)

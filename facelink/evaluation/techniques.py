@@ -64,8 +64,8 @@ class ScoringConf:
             its mates or duplicates).
         cohort_size: Gallery records after those forming the cohort (the next best: an adaptive cohort).
         gallery_quality_filter: Search only the searched records' photos whose face passes the quality rule,
-            as production's gallery does (:func:`facelink.index.gallery.searchable_faces`): a record left with none
-            cannot be found.
+            as production's gallery does with ``index.gallery_quality: exclude``
+            (:func:`facelink.index.gallery.searchable_faces`): a record left with none cannot be found.
     """
 
     recognisers: tuple[str, ...] = ()
@@ -140,14 +140,15 @@ class EvalConfig:
 
 def default_config(cfg: Config) -> EvalConfig:
     """What the production jobs do with ``cfg`` (see the module docstring): the configured extraction, a record
-    scored by its best photo, and only the gallery's quality-passing faces searched. The gallery's index is
-    not simulated: below ``index.flat_max`` vectors per partition production searches exactly, as here."""
+    scored by its best photo, and the gallery's faces searched as ``index.gallery_quality`` says (all of them,
+    or only those passing the quality rule). The gallery's index is not simulated: below ``index.flat_max``
+    vectors per partition production searches exactly, as here."""
     rec = recogniser(cfg)
     names = tuple(m.name for m in rec.members)
     scoring = ScoringConf(
         recognisers=names if rec.fused else (), fusion_method="linear" if rec.fused else "sum",
         fusion_weights=rec.weights if rec.fused else (), template="score_max", quality_weighting=False,
-        cohort_norm="none", gallery_quality_filter=True,
+        cohort_norm="none", gallery_quality_filter=cfg.index.gallery_quality == "exclude",
     )
     flips = rec.member_flips(cfg.extract.flip_tta) if rec.flips else ()
     return EvalConfig("default", names, cfg.extract.flip_tta, cfg.extract.detect_size, scoring, flips)
@@ -157,28 +158,39 @@ def sface_configs(cfg: Config) -> list[EvalConfig]:
     """Issue 16's member mixes, each extracted and scored as production would run it (the configured detector
     size, a record scored by its best photo): MobileFaceNet with flip TTA (the default before SFace), SFace
     with and without flip TTA, and the two fused with flip TTA on both or on MobileFaceNet only. The previous
-    default is measured with and without the gallery quality filter (``mfn_flip``, ``mfn_flip_all_faces``), the
-    baselines of ``default`` and ``default_all_faces``. The fusions
+    default is also measured with the other gallery rule (:func:`gallery_alternatives`: ``mfn_flip_all_faces``
+    or ``mfn_flip_quality_only``), the baseline of ``default_all_faces`` or ``default_quality_only``. The fusions
     use the weights of the configured recogniser when it fuses these two models, else equal weights. A mix
-    that is the default itself (same variants and scoring, with or without the filter) is left out: the
-    ``default`` and ``default_all_faces`` rows measure it."""
+    that is the default itself (same variants and scoring, under either gallery rule) is left out: the
+    ``default`` rows measure it."""
     default = default_config(cfg)
     weights = default.scoring.fusion_weights if default.recognisers == SFACE_MEMBERS else (0.5, 0.5)
     size = default.detect_size
     single = replace(default.scoring, recognisers=(), fusion_method="sum", fusion_weights=())
     linear = replace(default.scoring, recognisers=SFACE_MEMBERS, fusion_method="linear", fusion_weights=weights)
     mfn, sface = SFACE_MEMBERS
+    previous = EvalConfig("mfn_flip", (mfn,), True, size, single)
     mixes = [
-        EvalConfig("mfn_flip", (mfn,), True, size, single),
-        EvalConfig("mfn_flip_all_faces", (mfn,), True, size, replace(single, gallery_quality_filter=False)),
+        previous,
+        *gallery_alternatives(previous),
         EvalConfig("sface", (sface,), False, size, single),
         EvalConfig("sface_flip", (sface,), True, size, single),
         EvalConfig("mfn_sface_flip", SFACE_MEMBERS, True, size, linear),
         EvalConfig("mfn_flip_sface", SFACE_MEMBERS, True, size, linear, (True, False)),
     ]
-    defaults = [(default.variants, default.scoring),
-                (default.variants, replace(default.scoring, gallery_quality_filter=False))]
+    defaults = [(c.variants, c.scoring) for c in (default, *gallery_alternatives(default, every=True))]
     return [c for c in mixes if (c.variants, c.scoring) not in defaults]
+
+
+#: Name suffix of a configuration measured with the gallery filter off / on.
+GALLERY_RULES = {False: "_all_faces", True: "_quality_only"}
+
+
+def gallery_alternatives(config: EvalConfig, every: bool = False) -> list[EvalConfig]:
+    """``config`` under the other gallery rule (``<name>_all_faces`` without the quality filter,
+    ``<name>_quality_only`` with it); with ``every``, under both rules, named so, whichever ``config`` has."""
+    return [replace(config, name=f"{config.name}{suffix}", scoring=replace(config.scoring, gallery_quality_filter=on))
+            for on, suffix in GALLERY_RULES.items() if every or on != config.scoring.gallery_quality_filter]
 
 
 REFERENCE = EvalConfig(
@@ -203,8 +215,10 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
     configured recogniser is one model), ``sface_mix`` (:func:`sface_configs`: MobileFaceNet and SFace alone and
     fused, flip TTA per member; each mix also by its own name), ``fusion_fmr`` (the same recognisers fused as
     the sum of their calibrated ``-log10 FMR``), ``cohort_norm`` (symmetric S-norm), ``detect_size`` (one
-    ``detect_<n>`` per alternative size); ``default`` (what production does with ``cfg``) and ``all`` (every
-    technique on, at the configured detector size).
+    ``detect_<n>`` per alternative size); ``default`` (what production does with ``cfg``),
+    ``default_all_faces`` and ``default_quality_only`` (the default without / with the gallery quality filter:
+    the one that is production's rule is ``default`` itself and measured once) and ``all`` (every technique on,
+    at the configured detector size).
 
     Raises:
         ValueError: An unknown name.
@@ -229,8 +243,9 @@ def evaluation_configs(cfg: Config, names: Sequence[str], alt_detect_sizes: Sequ
         "sface_mix": sface_configs(cfg),
         **{c.name: [c] for c in sface_configs(cfg)},
         "default": [default],
-        "default_all_faces": [replace(default, name="default_all_faces",
-                                      scoring=replace(default.scoring, gallery_quality_filter=False))],
+        # the default under the gallery rule production does not use (the one it uses is ``default`` itself)
+        **{f"default{suffix}": [c for c in gallery_alternatives(default) if c.name.endswith(suffix)]
+           for suffix in GALLERY_RULES.values()},
         "all": [EvalConfig("all", fusion, True, default.detect_size, replace(
             TEMPLATES, recognisers=fusion, fusion_method="linear", fusion_weights=weights, cohort_norm="symmetric",
             cohort_exclude_top=COHORT.cohort_exclude_top, cohort_size=COHORT.cohort_size))],

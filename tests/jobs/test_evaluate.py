@@ -155,23 +155,36 @@ def test_a_pass_embeds_the_mirror_only_for_recognisers_with_a_flip_variant() -> 
 
 def test_sface_mix_configurations_and_the_default(tmp_path: Path) -> None:
     cfg = load_config("test", [f"lake.root={tmp_path}"])
-    configs = {c.name: c for c in evaluation_configs(cfg, ["sface_mix", "default", "default_all_faces"], ())}
+    names = ["sface_mix", "default", "default_all_faces", "default_quality_only"]
+    configs = {c.name: c for c in evaluation_configs(cfg, names, ())}
     labels = {name: [v.label for v in c.variants] for name, c in configs.items()}
     assert labels["mfn_flip"] == ["mobilefacenet_128d+flip@480"]
     assert labels["sface"] == ["sface_128d@480"] and labels["sface_flip"] == ["sface_128d+flip@480"]
     assert labels["mfn_sface_flip"] == ["mobilefacenet_128d+flip@480", "sface_128d+flip@480"]
     assert labels["default"] == ["mobilefacenet_128d+flip@480", "sface_128d@480"]
     assert "mfn_flip_sface" not in configs, "the mix that is the default is measured once, as the default"
-    assert configs["default"].scoring.gallery_quality_filter and configs["mfn_flip"].scoring.gallery_quality_filter
-    assert not configs["default_all_faces"].scoring.gallery_quality_filter
-    assert labels["mfn_flip_all_faces"] == labels["mfn_flip"]
-    assert not configs["mfn_flip_all_faces"].scoring.gallery_quality_filter
+    # production searches every gallery face (index.gallery_quality: flag): default and mfn_flip too; the
+    # other rule is measured beside them, and the rule production uses is not measured twice
+    assert cfg.index.gallery_quality == "flag"
+    assert not configs["default"].scoring.gallery_quality_filter
+    assert not configs["mfn_flip"].scoring.gallery_quality_filter
+    assert "default_all_faces" not in configs and "mfn_flip_all_faces" not in configs
+    assert configs["default_quality_only"].scoring.gallery_quality_filter
+    assert labels["default_quality_only"] == labels["default"]
+    assert labels["mfn_flip_quality_only"] == labels["mfn_flip"]
+    assert configs["mfn_flip_quality_only"].scoring.gallery_quality_filter
     assert configs["mfn_sface_flip"].scoring.fusion_weights == configs["default"].scoring.fusion_weights
+    excluding = {c.name: c for c in evaluation_configs(cfg.with_overrides(["index.gallery_quality=exclude"]),
+                                                       names, ())}
+    assert excluding["default"].scoring.gallery_quality_filter and excluding["mfn_flip"].scoring.gallery_quality_filter
+    assert not excluding["default_all_faces"].scoring.gallery_quality_filter
+    assert not excluding["mfn_flip_all_faces"].scoring.gallery_quality_filter
+    assert "default_quality_only" not in excluding and "mfn_flip_quality_only" not in excluding
     other = {c.name: c for c in evaluation_configs(cfg.with_overrides(["models.recogniser=mobilefacenet_128d"]),
                                                    ["sface_mix"], ())}
     assert [v.label for v in other["mfn_flip_sface"].variants] == labels["default"]
     assert "mfn_flip" not in other, "with MobileFaceNet as the default, mfn_flip is the default row"
-    assert "mfn_flip_all_faces" not in other, "and mfn_flip_all_faces is default_all_faces"
+    assert "mfn_flip_quality_only" not in other, "and mfn_flip_quality_only is default_quality_only"
 
 
 def test_cohort_normalisation_excludes_the_best_scores() -> None:
