@@ -5,9 +5,12 @@ reported and the others still run), with its output in ``<results>/logs/<name>.l
 
 * ``bare_reference``: LFW pairs accuracy and speed of the bare loop (quick: 30 pairs per fold, one model);
 * ``extract``: ``bench.bench_extract`` on 2,000 lfw_dev photos (quick: 200);
+* ``cost``: ``bench.bench_cost``, the extraction cost per photo of each recogniser configuration, timed
+  interleaved on 100 lfw_dev photos, 4 rounds (quick: 16 photos, 1 round), against the default before SFace;
 * ``index``: ``bench.bench_index`` at 100k, 300k and 1M vectors (quick: 20k, 50k);
 * ``match``: ``bench.bench_match`` with a 1M gallery and 10k probes: build_index, match and the full
-  de-duplication of the 1M gallery (about 15 minutes here; quick: 50k / 1k, with small
+  de-duplication of the 1M gallery (about 36 minutes here with the default's 256-d vectors, 15 with 128-d
+  ones; quick: 50k / 1k, with small
   ``index.flat_max`` and ``index.shard_size`` so that the IVF and sharded build paths run).
 
 Then ``bench.plots`` draws the PNGs, a table of headline numbers with their targets is printed and
@@ -39,7 +42,7 @@ log = logging.getLogger("bench_all")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-BENCHMARKS = ("bare_reference", "extract", "index", "match")
+BENCHMARKS = ("bare_reference", "extract", "cost", "index", "match")
 QUICK_MATCH_OVERRIDES = ("index.flat_max=5000", "index.shard_size=10000")
 
 
@@ -64,9 +67,11 @@ def commands(quick: bool, results_dir: Path) -> dict[str, list[str]]:
         match_args += [arg for o in QUICK_MATCH_OVERRIDES for arg in ("--set", o)]
     bare_args = ["--per-fold", "30", "--recognisers", "mobilefacenet_128d"] if quick else ["--pipeline"]
     extract_args = ["--photos", "200", "--warmup", "16"] if quick else ["--photos", "2000"]
+    cost_args = ["--photos", "16", "--rounds", "1"] if quick else ["--photos", "100", "--rounds", "4"]
     return {
         "bare_reference": [py, "-m", "bench.bare_reference", *bare_args, "--out", str(out["bare_reference"])],
         "extract": [py, "-m", "bench.bench_extract", *extract_args, "--out", str(out["extract"])],
+        "cost": [py, "-m", "bench.bench_cost", *cost_args, "--out", str(out["cost"])],
         "index": [py, "-m", "bench.bench_index", "--sizes", *sizes, "--out", str(out["index"])],
         "match": [py, "-m", "bench.bench_match", *match_args, "--out", str(out["match"])],
     }
@@ -117,6 +122,42 @@ def _row(bench: str, measure: str, value: Any, target: str = "-", met: bool | No
     return {"benchmark": bench, "measure": measure, "value": value, "target": target, "met": met}
 
 
+def _match_rows(match: dict[str, Any]) -> list[dict[str, Any]]:
+    """Match and dedup wall times against their targets, recall against exact search, rank-1 rate, memory."""
+    rows: list[dict[str, Any]] = []
+    for r in match["runs"]:
+        size, t = f"{r['gallery']:,} x {r['probes']:,}", r["targets"]
+        note = "" if t["applies"] else " (target is for 1M x 10k)"
+        rows.append(_row("match", f"{size}: match wall s{note}", r["match"]["wall_s"], f"<= {t['match_s']:.0f}",
+                         t["match_met"]))
+        dedup = r.get("dedup")
+        if dedup:
+            rows.append(_row("match", f"{size}: dedup wall s{note}", dedup["wall_s"], f"<= {t['dedup_s']:.0f}",
+                             t["dedup_met"]))
+        dedup_recall = dedup["vs_exact"]["recall@10"] if dedup else "not run"
+        rows.append(_row("match", f"{size}: recall@10 vs exact match / dedup",
+                         f"{r['match']['vs_exact']['recall@10']} / {dedup_recall}"))
+        rank1 = r["match"]["sanity_1n"]["mated_rank1_rate"]
+        rows.append(_row("match", f"{size}: mated rank-1 identity rate", rank1))
+        dedup_mem = dedup["memory"]["peak_total_gib"] if dedup else "not run"
+        rows.append(_row("match", f"{size}: peak RSS match / dedup (GiB)",
+                         f"{r['match']['memory']['peak_total_gib']} / {dedup_mem}"))
+    return rows
+
+
+def _cost_rows(cost: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each recogniser configuration's ms/photo and its ratio to the baseline; the default's against its target."""
+    rows = []
+    for name, p in cost["pipelines"].items():
+        target = f"<= {cost['target_ratio']}" if name == "default" else "-"
+        rows.append(_row("cost", f"{name} ms/photo (1 thread; x {cost['baseline']})",
+                         f"{p['ms_per_photo']['total_ms_per_photo']:.1f} ({p['ratio_to_baseline']}x)", target,
+                         cost["target_met"] if name == "default" else None))
+    rows.append(_row("cost", "  load avg 1m start / end",
+                     f"{cost['load_avg_1m']['start']} / {cost['load_avg_1m']['end']}"))
+    return rows
+
+
 def headlines(results_dir: Path, fresh: set[str]) -> list[dict[str, Any]]:
     """Headline numbers of whatever results exist, each with its target (if any) and whether it was met.
 
@@ -145,6 +186,8 @@ def headlines(results_dir: Path, fresh: set[str]) -> list[dict[str, Any]]:
                          f"{mem['peak_worker_max_gib']} / {mem['peak_jvm_gib']}"))
         rows.append(_row("extract", "  load avg 1m start / end",
                          f"{ext['load_avg_1m']['start']} / {ext['load_avg_1m']['end']}"))
+    if cost := load("cost"):
+        rows += _cost_rows(cost)
     if idx := load("index"):
         goal = idx.get("target_recall", 0.98)
         for r in idx["results"]:
@@ -153,23 +196,7 @@ def headlines(results_dir: Path, fresh: set[str]) -> list[dict[str, Any]]:
             rows.append(_row("index", f"{what} ({r['knn_speedup']}x exact)", recall, f">= {goal}",
                              None if recall is None else recall >= goal))
     if match := load("match"):
-        for r in match["runs"]:
-            size, t = f"{r['gallery']:,} x {r['probes']:,}", r["targets"]
-            note = "" if t["applies"] else " (target is for 1M x 10k)"
-            rows.append(_row("match", f"{size}: match wall s{note}", r["match"]["wall_s"], f"<= {t['match_s']:.0f}",
-                             t["match_met"]))
-            dedup = r.get("dedup")
-            if dedup:
-                rows.append(_row("match", f"{size}: dedup wall s{note}", dedup["wall_s"], f"<= {t['dedup_s']:.0f}",
-                                 t["dedup_met"]))
-            dedup_recall = dedup["vs_exact"]["recall@10"] if dedup else "not run"
-            rows.append(_row("match", f"{size}: recall@10 vs exact match / dedup",
-                             f"{r['match']['vs_exact']['recall@10']} / {dedup_recall}"))
-            rank1 = r["match"]["sanity_1n"]["mated_rank1_rate"]
-            rows.append(_row("match", f"{size}: mated rank-1 identity rate", rank1))
-            dedup_mem = dedup["memory"]["peak_total_gib"] if dedup else "not run"
-            rows.append(_row("match", f"{size}: peak RSS match / dedup (GiB)",
-                             f"{r['match']['memory']['peak_total_gib']} / {dedup_mem}"))
+        rows += _match_rows(match)
     for r in rows:
         if r["benchmark"] not in fresh:
             r["benchmark"] += " (earlier run)"
