@@ -134,9 +134,13 @@ def _match_rows(match: dict[str, Any]) -> list[dict[str, Any]]:
         if dedup:
             rows.append(_row("match", f"{size}: dedup wall s{note}", dedup["wall_s"], f"<= {t['dedup_s']:.0f}",
                              t["dedup_met"]))
-        dedup_recall = dedup["vs_exact"]["recall@10"] if dedup else "not run"
+        def recall(vs_exact: dict[str, Any]) -> str:
+            ci = vs_exact.get("recall_ci95")
+            return f"{vs_exact['recall@10']}" + (f" [{ci[0]}, {ci[1]}]" if ci else "")
+
+        dedup_recall = recall(dedup["vs_exact"]) if dedup else "not run"
         rows.append(_row("match", f"{size}: recall@10 vs exact match / dedup",
-                         f"{r['match']['vs_exact']['recall@10']} / {dedup_recall}"))
+                         f"{recall(r['match']['vs_exact'])} / {dedup_recall}"))
         rank1 = r["match"]["sanity_1n"]["mated_rank1_rate"]
         rows.append(_row("match", f"{size}: mated rank-1 identity rate", rank1))
         dedup_mem = dedup["memory"]["peak_total_gib"] if dedup else "not run"
