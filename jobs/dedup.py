@@ -1,13 +1,13 @@
 """Archive self-search for duplicate enrolments: CANDIDATE pairs of different records, and their clusters.
 
 Every searchable gallery face (or, in incremental mode, those extracted since the last successful dedup
-run, when that run searched under the same ``index.gallery_quality``) is searched against the published gallery index. Hits on the face itself or on the same record are
-dropped; pairs of different record ids scoring at or above the loosest band of ``dedup.bands`` (FPIR levels
-for the gallery's size, turned into thresholds by the calibration's measured FPIR model) are written to
-``duplicate_candidates`` with the estimated FMR and FPIR (each clamped to the smallest rate its calibration
-measured) and the band,
-each pair once (side a is the smaller (record_id, photo_id)). All current candidate pairs are then grouped
-into connected components in ``duplicate_clusters``, each member with the strongest link that joined it.
+run, when that run searched under the same ``index.gallery_quality``) is searched against the published
+gallery index. Hits on the face itself or on the same record are dropped; pairs of different record ids
+scoring at or above the loosest band of ``dedup.bands`` (FPIR levels for the gallery's size, turned into
+thresholds by the calibration's measured FPIR model) are written to ``duplicate_candidates`` with the
+estimated FMR and FPIR (each clamped to the smallest rate its calibration measured) and the band, each pair
+once (side a is the smaller (record_id, photo_id)). All current candidate pairs are then grouped into
+connected components in ``duplicate_clusters``, each member with the strongest link that joined it.
 
 Requires operator, purpose and authority like matching; reruns with the same run id replace their rows.
 
