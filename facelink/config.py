@@ -193,7 +193,7 @@ class ExtractConf:
 class IndexConf:
     flat_max: int = 50_000
     memory_budget_mb: int = 4096
-    recall_target: float = 0.98
+    recall_target: float = 0.99
     shard_size: int = 250_000
     recall_queries: int = 500
     rebuild_growth: float = 0.5
