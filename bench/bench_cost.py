@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.bench_extract import select_photos
 from bench.sampling import machine_info
-from facelink.config import load_config
+from facelink.config import Config, load_config
 from facelink.evaluation.embeddings import measure_cost
 from facelink.evaluation.techniques import EvalConfig, evaluation_configs
 
@@ -46,7 +46,7 @@ def pipelines(configs: Sequence[EvalConfig]) -> dict[str, EvalConfig]:
     return out
 
 
-def interleaved(cfg: Any, chosen: dict[str, EvalConfig], photos: Sequence[bytes], rounds: int) -> dict[str, Any]:
+def interleaved(cfg: Config, chosen: dict[str, EvalConfig], photos: Sequence[bytes], rounds: int) -> dict[str, Any]:
     """Each pipeline's per-round totals and its fastest round's stage times (ms per photo)."""
     best: dict[str, dict[str, float]] = {}
     totals: dict[str, list[float]] = {name: [] for name in chosen}

@@ -9,7 +9,7 @@ reported and the others still run), with its output in ``<results>/logs/<name>.l
   interleaved on 100 lfw_dev photos, 4 rounds (quick: 16 photos, 1 round), against the default before SFace;
 * ``index``: ``bench.bench_index`` at 100k, 300k and 1M vectors (quick: 20k, 50k);
 * ``match``: ``bench.bench_match`` with a 1M gallery and 10k probes: build_index, match and the full
-  de-duplication of the 1M gallery (about 36 minutes here with the default's 256-d vectors, 15 with 128-d
+  de-duplication of the 1M gallery (about 25 minutes here with the default's 256-d vectors, 15 with 128-d
   ones; quick: 50k / 1k, with small
   ``index.flat_max`` and ``index.shard_size`` so that the IVF and sharded build paths run).
 
